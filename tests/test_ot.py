@@ -1,0 +1,509 @@
+"""The OT edit format: syntax, applying, the ottypes library functions, prefix_ok and the grammar."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import llguidance
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import grammars
+from editor.errors import ApplyError, ParseError
+from editor.files import MemoryFiles
+from editor.formats import ot
+from editor.formats.ot import Delete, Edit, Insert, Retain
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TRANSFORM_CASES = SHARED / "conformance/ot/text-transform-tests.json"
+
+
+# --- syntax ----------------------------------------------------------------------------------
+
+def test_parse_text_syntax_and_render_round_trip():
+    text = '[retain(8), delete(6), insert("very very"), retain(10)]'
+    edit = ot.parse(text)
+    assert edit == Edit((Retain(8), Delete(6), Insert("very very"), Retain(10)))
+    assert ot.render(edit) == text
+    assert ot.parse(ot.render(edit)) == edit
+
+
+def test_whitespace_and_newlines_between_ops():
+    text = '\n  [\n  retain(2) ,\r\n\tdelete("ab"),insert("x")\n]\n'
+    assert ot.parse(text) == Edit((Retain(2), Delete("ab"), Insert("x")))
+
+
+def test_empty_edit_is_a_no_op():
+    assert ot.parse("[]") == Edit()
+    assert ot.parse(" [ ] ") == Edit()
+    assert ot.apply_text("unchanged\n", ot.parse("[]")) == "unchanged\n"
+
+
+def test_json_form():
+    assert ot.parse('[8, {"d": 6}, "very very"]') == Edit((Retain(8), Delete(6), Insert("very very")))
+    assert ot.parse('[1, {"d": "abc"}, {"i": "x"}]') == Edit((Retain(1), Delete("abc"), Insert("x")))
+    edit = Edit((Retain(3), Delete("é😀"), Insert("a\nb")))
+    assert ot.parse(json.dumps(ot.to_json(edit))) == edit
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ('[retain(4) delete(2)]', 1, "column 12: expected ',' or ']'"),
+    ('[\nretain(4),\n  retian(2)]', 3, "column 3: expected an op"),
+    ('[retain(04)]', 1, "leading zeros"),
+    ('[retain( 4)]', 1, "retain( takes a count"),
+    ('[insert(4)]', 1, "insert( takes a JSON string"),
+    ('[insert("a\\x")]', 1, "invalid escape"),
+    ('[insert("\\ud83d")]', 1, "surrogate pair"),
+    ('[insert("a\nb")]', 1, "control character '\\n'"),
+    ('[retain(1),]', 1, "expected an op"),
+    ('[retain(1)] trailing', 1, "after the closing ']'"),
+    ('[insert("abc', 1, "ends early"),
+    ('retain(1)', 1, "starts with '['"),
+    ('[1, 2', 1, "not valid JSON"),
+])
+def test_parse_errors_name_the_position(text, line, words):
+    with pytest.raises(ParseError) as err:
+        ot.parse(text)
+    assert err.value.line == line
+    assert words in err.value.message
+
+
+def test_json_form_errors_name_the_op():
+    with pytest.raises(ParseError, match=r"op 2: \{\"x\": 2\} is not an op") as err:
+        ot.parse('[1, {"x": 2}]')
+    assert err.value.hunk == 2
+    with pytest.raises(ParseError, match="op 2: true is not an op"):
+        ot.parse("[1, true]")
+    with pytest.raises(ParseError, match="lone surrogate"):
+        ot.parse('["\\ud800"]')
+
+
+def test_escapes_count_code_points():
+    doc = "a😀b\tc"
+    edit = ot.parse('[retain(1), delete("\\ud83d\\ude00"), insert("\\u00e9\\"\\\\\\/"), retain(1), '
+                    'delete("\\t")]')
+    assert edit.ops[1] == Delete("😀") and edit.ops[1].length == 1
+    assert ot.apply_text(doc, edit) == 'aé"\\/bc'
+    raw = ot.parse('[retain(1), delete("😀"), insert("€")]')
+    assert ot.apply_text(doc, raw) == "a€b\tc"
+    assert ot.parse(ot.render(Edit((Insert("\x00\x1f\u2028😀\"\\"),)))).ops[0].text == "\x00\x1f\u2028😀\"\\"
+
+
+def test_crlf_text_counts_both_characters():
+    doc = "one\r\ntwo\r\nthree\r\n"
+    edit = ot.parse('[retain(5), delete("two\\r\\n"), insert("2\\r\\n")]')
+    assert ot.apply_text(doc, edit) == "one\r\n2\r\nthree\r\n"
+    with pytest.raises(ApplyError, match=r'expected "two\\n", found "two\\r"'):
+        ot.apply_text(doc, ot.parse('[retain(5), delete("two\\n")]'))
+
+
+def test_looks_like():
+    assert ot.looks_like('[retain(3), insert("x")]')
+    assert ot.looks_like('  [\n delete("x"')  # broken, but recognisably OT: parse explains
+    assert ot.looks_like('[3, {"d": 2}, "x"]')
+    assert ot.looks_like("[]")
+    assert not ot.looks_like("*** Begin Patch\n")
+    assert not ot.looks_like("--- a/x\n+++ b/x\n")
+    assert not ot.looks_like('[{"rule": 1}]')
+    assert not ot.looks_like("id: x\nrule:\n  pattern: a\n")
+
+
+# --- applying --------------------------------------------------------------------------------
+
+def test_apply_text_example():
+    doc = "It is a big fish. Bye"
+    assert ot.apply_text(doc, ot.parse('[retain(8), delete("big"), insert("very very big")]')) \
+        == "It is a very very big fish. Bye"
+
+
+def test_delete_text_mismatch_says_expected_found_and_where():
+    doc = "first line\nsecond line\n"
+    with pytest.raises(ApplyError) as err:
+        ot.apply_text(doc, ot.parse('[retain(11), delete("second lime")]'))
+    message = err.value.message
+    assert 'expected "second lime", found "second line"' in message
+    assert message.startswith('op 2 delete("second lime") at line 2 column 1: does not match')
+    assert "first differ at line 2 column 10" in message
+    assert err.value.line == 2 and err.value.hunk == 2
+
+
+def test_delete_text_past_the_end():
+    with pytest.raises(ApplyError, match=r'expected "cd", found "c" \(then the end of the document\)'):
+        ot.apply_text("abc", ot.parse('[retain(2), delete("cd")]'))
+
+
+@pytest.mark.parametrize("text, words, hunk", [
+    ('[retain(2), retain(5)]', "op 2 retain(5) at line 1 column 3: runs past the end of the document: 2 code points are left", 2),
+    ('[delete(5)]', "op 1 delete(5) at line 1 column 1: runs past the end", 1),
+    ('[retain(0)]', "op 1 retain(0) at line 1 column 1: the count must be positive", 1),
+    ('[insert("x"), delete(-1)]', "op 2 delete(-1) at line 1 column 1: the count must be positive", 2),
+    ('[insert("")]', "inserts nothing", 1),
+    ('[delete("")]', "deletes nothing", 1),
+])
+def test_counts_that_do_not_fit(text, words, hunk):
+    with pytest.raises(ApplyError) as err:
+        ot.apply_text("abcd", ot.parse(text))
+    assert words in err.value.message
+    assert err.value.hunk == hunk and err.value.line == 1
+
+
+def test_error_names_the_document_line():
+    with pytest.raises(ApplyError) as err:
+        ot.apply_text("a\nb\nc", ot.parse("[retain(4), retain(9)]"))
+    assert err.value.line == 3 and "line 3 column 1" in err.value.message
+
+
+def test_apply_needs_a_target_and_names_the_file():
+    files = MemoryFiles({"notes.txt": "\ufeffhello world\n"})
+    edit = ot.parse('[retain(6), delete("world"), insert("there")]')
+    with pytest.raises(ApplyError, match="give the target"):
+        ot.apply(files, edit)
+    with pytest.raises(ApplyError, match="file not found"):
+        ot.apply(files, edit, target="other.txt")
+    changes = ot.apply(files, edit, target="notes.txt")
+    assert [(c.path, c.new_text) for c in changes] == [("notes.txt", "hello there\n")]
+    files.commit(changes)
+    assert files.texts["notes.txt"] == "\ufeffhello there\n"  # counted without the BOM, which is kept
+    with pytest.raises(ApplyError) as err:
+        ot.apply(files, ot.parse("[retain(100)]"), target="notes.txt", partial=True)
+    assert err.value.file == "notes.txt" and err.value.hunk == 1 and err.value.applied == []
+    assert str(err.value).startswith("notes.txt:1, hunk 1: op 1 retain(100) at line 1 column 1: runs past")
+
+
+# --- library ---------------------------------------------------------------------------------
+
+def test_normalize():
+    assert ot.normalize(Edit((Retain(0), Insert(""), Delete(0)))) == Edit()
+    assert ot.normalize(Edit((Retain(1), Retain(1), Insert("h"), Insert("i"), Retain(5)))) \
+        == Edit((Retain(2), Insert("hi")))
+    assert ot.normalize(Edit((Delete("a"), Delete("b"), Delete(2)))) == Edit((Delete(4),))
+    assert ot.normalize(Edit((Delete("a"), Delete("b")))) == Edit((Delete("ab"),))
+    assert ot.normalize(Edit((Insert("a"), Retain(1), Insert("b")))) == Edit((Insert("a"), Retain(1), Insert("b")))
+    with pytest.raises(ApplyError, match="op 2 retain\\(-1\\)"):
+        ot.normalize(Edit((Insert("a"), Retain(-1))))
+
+
+def test_ottypes_emoji_cases():
+    assert ot.compose(Edit((Insert("👻"),)), Edit((Retain(1), Insert("🥰")))) == Edit((Insert("👻🥰"),))
+    assert ot.compose(Edit((Retain(1), Insert("a👻b"))), Edit((Retain(2), Delete(1)))) \
+        == Edit((Retain(1), Insert("ab")))
+    assert ot.compose(Edit((Insert("👻🥰💃"),)), Edit((Retain(1), Delete(1)))) == Edit((Insert("👻💃"),))
+    assert ot.transform(Edit((Insert("👻"),)), Edit((Insert("🥰"),)), "left") == Edit((Insert("👻"),))
+    assert ot.transform(Edit((Insert("👻"),)), Edit((Insert("🥰"),)), "right") == Edit((Retain(1), Insert("👻")))
+    with pytest.raises(ValueError, match="side"):
+        ot.transform(Edit(), Edit(), "middle")
+
+
+def test_invert_needs_the_text_it_deleted():
+    edit = ot.parse('[retain(2), delete(3), insert("XY")]')
+    with pytest.raises(ApplyError, match="give the document"):
+        ot.invert(edit)
+    doc = "abcdefg"
+    undo = ot.invert(edit, doc)
+    assert undo == Edit((Retain(2), Insert("cde"), Delete("XY")))
+    assert ot.apply_text(ot.apply_text(doc, edit), undo) == doc
+    assert ot.invert(ot.parse('[delete("ab")]')) == Edit((Insert("ab"),))
+
+
+def _transform_cases():
+    lines = TRANSFORM_CASES.read_text(encoding="utf-8").split("\n")
+    return [tuple(lines[i:i + 4]) for i in range(0, len(lines) - 3, 4)]
+
+
+def _without_delete_text(edit: Edit) -> Edit:
+    return Edit(tuple(Delete(op.length) if isinstance(op, Delete) else op for op in edit.ops))
+
+
+@pytest.mark.parametrize("op, other, side, expected", _transform_cases())
+def test_transform_conformance(op, other, side, expected):
+    """ottypes/text-unicode's own cases; it compares with the delete text dropped, and so do we,
+    and with the text kept too (ours keeps it where the op had it)."""
+    result = ot.transform(ot.parse(op), ot.parse(other), side)
+    assert result == ot.normalize(ot.parse(expected))
+    stripped = ot.transform(_without_delete_text(ot.parse(op)), _without_delete_text(ot.parse(other)), side)
+    assert stripped == _without_delete_text(ot.normalize(ot.parse(expected)))
+
+
+def test_transform_conformance_corpus_is_whole():
+    assert len(_transform_cases()) == 46
+
+
+# --- property tests --------------------------------------------------------------------------
+
+ALPHABET = st.sampled_from(["a", "b", " ", "\n", "\r\n", "\t", "é", "😀", "\"", "\\", "{"])
+small_texts = st.lists(ALPHABET, max_size=30).map("".join)
+
+
+@st.composite
+def edits_of(draw, doc: str, with_text: bool | None = None) -> Edit:
+    """A random edit that applies to doc."""
+    ops = []
+    cursor = 0
+    while draw(st.integers(0, 4)):
+        left = len(doc) - cursor
+        kind = draw(st.sampled_from(["retain", "delete", "insert"] if left else ["insert"]))
+        if kind == "insert":
+            ops.append(Insert(draw(small_texts.filter(bool))))
+            continue
+        n = draw(st.integers(1, left))
+        if kind == "retain":
+            ops.append(Retain(n))
+        else:
+            keep_text = draw(st.booleans()) if with_text is None else with_text
+            ops.append(Delete(doc[cursor:cursor + n] if keep_text else n))
+        cursor += n
+    return Edit(tuple(ops))
+
+
+@st.composite
+def doc_and_edit(draw, with_text=None):
+    doc = draw(small_texts)
+    return doc, draw(edits_of(doc, with_text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_compose_law(data):
+    doc, a = data.draw(doc_and_edit())
+    b = data.draw(edits_of(ot.apply_text(doc, a)))
+    assert ot.apply_text(doc, ot.compose(a, b)) == ot.apply_text(ot.apply_text(doc, a), b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc_and_edit())
+def test_invert_law(case):
+    doc, edit = case
+    undo = ot.invert(edit, doc)
+    assert ot.apply_text(ot.apply_text(doc, edit), undo) == doc
+    assert ot.invert(undo) == ot.normalize(ot.invert(undo, ot.apply_text(doc, edit)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_transform_converges(data):
+    """TP1: both sites end with the same text whichever edit they saw first."""
+    doc, a = data.draw(doc_and_edit())
+    b = data.draw(edits_of(doc))
+    left_then = ot.apply_text(ot.apply_text(doc, a), ot.transform(b, a, "right"))
+    right_then = ot.apply_text(ot.apply_text(doc, b), ot.transform(a, b, "left"))
+    assert left_then == right_then
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc_and_edit())
+def test_render_parse_round_trip(case):
+    _, edit = case
+    assert ot.parse(ot.render(edit)) == edit
+    assert ot.parse(json.dumps(ot.to_json(edit), ensure_ascii=False)) == edit
+
+
+@lru_cache(maxsize=1)
+def stdlib_sources() -> list[str]:
+    folder = Path(os.__file__).parent
+    paths = sorted(p for p in folder.glob("*.py") if 2_000 < p.stat().st_size < 40_000)
+    return [p.read_text(encoding="utf-8", errors="replace") for p in paths[:80]]
+
+
+@st.composite
+def real_file_and_change(draw):
+    """A Python stdlib file and a changed copy: spans replaced by random text or moved text."""
+    old = draw(st.sampled_from(stdlib_sources()))
+    new = old
+    for _ in range(draw(st.integers(1, 6))):
+        start = draw(st.integers(0, len(new)))
+        end = min(len(new), start + draw(st.integers(0, 200)))
+        if draw(st.booleans()):
+            piece = draw(small_texts)
+        else:
+            at = draw(st.integers(0, len(old)))
+            piece = old[at:at + draw(st.integers(0, 300))]
+        new = new[:start] + piece + new[end:]
+    if draw(st.booleans()):
+        new = new.replace("\n", "\r\n")
+    return old, new
+
+
+@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(real_file_and_change(), st.booleans())
+def test_diff_round_trips_on_real_files(case, delete_text):
+    old, new = case
+    edit = ot.diff(old, new, delete_text=delete_text)
+    assert ot.apply_text(old, ot.parse(ot.render(edit))) == new
+    assert ot.normalize(edit) == edit
+
+
+def test_diff_is_small():
+    old = Path(os.__file__).read_text(encoding="utf-8")
+    at = old.index("def ")
+    new = old[:at] + "def  " + old[at + 4:]
+    assert ot.diff(old, new) in (Edit((Retain(at + 3), Insert(" "))), Edit((Retain(at + 4), Insert(" "))))
+    assert ot.diff(old, old) == Edit()
+    assert ot.diff("abc", "") == Edit((Delete("abc"),))
+    assert ot.diff("", "xy", delete_text=False) == Edit((Insert("xy"),))
+
+
+# --- prefix_ok -------------------------------------------------------------------------------
+
+def spaced(edit: Edit) -> str:
+    """A valid text-syntax rendering other than the canonical one."""
+    return "\n[\n  " + ",\n  ".join(ot.render(Edit((op,)))[1:-1] for op in edit.ops) + "\n]\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc_and_edit(), st.booleans())
+def test_every_prefix_of_a_valid_edit_is_ok(case, use_spaced):
+    doc, edit = case
+    text = spaced(edit) if use_spaced else ot.render(edit)
+    assert all(ot.prefix_ok(doc, text[:k]) for k in range(len(text) + 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_corrupted_delete_text_is_rejected_where_it_differs(data):
+    doc, edit = data.draw(doc_and_edit(with_text=True))
+    deletes = [k for k, op in enumerate(edit.ops) if isinstance(op, Delete)]
+    if not deletes:
+        return
+    k = data.draw(st.sampled_from(deletes))
+    deleted = edit.ops[k].text
+    at = data.draw(st.integers(0, len(deleted) - 1))
+    wrong = "Z" if deleted[at] != "Z" else "Y"
+    ops = list(edit.ops)
+    ops[k] = Delete(deleted[:at] + wrong + deleted[at + 1:])
+    text = ot.render(Edit(tuple(ops)))
+    before = ot.render(Edit(tuple(ops[:k]))).rstrip("]") + (", " if k else "")
+    head = before + 'delete(' + json.dumps(deleted[:at], ensure_ascii=False)[:-1]
+    assert ot.prefix_ok(doc, head)
+    assert not ot.prefix_ok(doc, head + wrong)
+    assert not ot.prefix_ok(doc, text)
+
+FRAGMENTS = st.sampled_from(["retain(", "delete(", "insert(", "insert(\"", "delete(\"", ")", ")]", "), ", "(", ",", " ", "\n", "]", "[", '"', "\\",
+                             "u", "d83d", "de00", "00e9", "n", "0", "1", "12", "-", "a", "é", "😀", "\x01"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_texts, st.lists(FRAGMENTS, max_size=14).map("".join))
+def test_prefix_ok_never_recovers(doc, text):
+    """Once a prefix is hopeless, so is every longer one."""
+    verdicts = [ot.prefix_ok(doc, ("[" + text)[:k]) for k in range(len(text) + 2)]
+    assert verdicts == sorted(verdicts, reverse=True)
+
+
+any_op = st.one_of(st.builds(Retain, st.integers(-1, 12)), st.builds(Delete, st.integers(-1, 12)),
+                   st.builds(Delete, small_texts), st.builds(Insert, small_texts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_texts, st.lists(any_op, max_size=5), st.booleans())
+def test_prefix_ok_on_a_whole_edit_agrees_with_apply(doc, ops, use_spaced):
+    edit = Edit(tuple(ops))
+    text = spaced(edit) if use_spaced else ot.render(edit)
+    try:
+        ot.apply_text(doc, edit)
+        applies = True
+    except ApplyError:
+        applies = False
+    assert ot.prefix_ok(doc, text) is applies
+
+
+@pytest.mark.parametrize("prefix, ok", [
+    ("", True), ("  [", True), ("[r", True), ("[retain(", True), ("[retain(5", True), ("[retain(5)", True),
+    ("[retain(6", False), ("[retain(50", False), ("[retain(0", False), ("[retain(-", False),
+    ("[retain(5), retain(", False), ("[retain(5), d", False), ("[retain(5), insert(\"x", True),
+    ("[retain(5)]", True), ("[retain(5)] x", False), ("[delete(\"hel", True), ("[delete(\"hex", False),
+    ('[delete("hello"', True), ('[delete("hello!', False), ('[delete(""', False), ('[insert(""', False),
+    ('[delete("\\u00', True), ('[delete("\\u0068', True), ('[delete("\\u0069', False),
+    ('[insert("\\ud83d', True), ('[insert("\\ud83d\\ude', True), ('[insert("\\ud83d\\u0041', False),
+    ("[retain(1) retain", False), ("[foo", False), ("[retain(01", False), ('[1, 2', False),
+])
+def test_prefix_ok_cases(prefix, ok):
+    assert ot.prefix_ok("hello", prefix) is ok
+
+
+def test_prefix_ok_on_a_long_prefix_is_fast():
+    import time
+
+    doc = Path(os.__file__).read_text(encoding="utf-8")
+    text = ot.render(ot.diff(doc, doc.replace("def ", "def  ")))
+    start = time.perf_counter()
+    assert ot.prefix_ok(doc, text[: len(text) // 2])
+    assert time.perf_counter() - start < 0.05
+
+
+# --- the grammar -----------------------------------------------------------------------------
+
+class ByteTokenizer:
+    """One token per byte, plus an end token: the matcher then sees exactly the text's bytes."""
+
+    eos_token_id = 256
+    bos_token_id = None
+    tokens = [bytes([b]) for b in range(256)] + [b"<eos>"]
+    special_token_ids = [256]
+
+    def __call__(self, data: bytes) -> list[int]:
+        return list(data)
+
+
+@lru_cache(maxsize=1)
+def grammar_and_tokenizer():
+    grammar = llguidance.LLMatcher.grammar_from_lark(grammars.load("ot"))
+    return grammar, llguidance.LLTokenizer(llguidance.TokenizerWrapper(ByteTokenizer()))
+
+
+def grammar_accepts(text: str) -> bool:
+    grammar, tokenizer = grammar_and_tokenizer()
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    assert not matcher.is_error(), matcher.get_error()
+    return all(matcher.consume_token(b) for b in text.encode("utf-8")) and matcher.is_accepting()
+
+
+def parses(text: str) -> bool:
+    try:
+        ot.parse(text)
+    except ParseError:
+        return False
+    return True
+
+
+def test_grammar_compiles():
+    grammar, tokenizer = grammar_and_tokenizer()
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+    assert not is_error and not messages, messages
+
+
+@pytest.mark.parametrize("text", [
+    "[]", " [ ]\n", '[retain(8), delete(6), insert("very very"), retain(10)]',
+    '\n[\n  retain(2) ,\r\n\tdelete("ab"),insert("x")\n]\n', '[insert("a\\nb\\"\\\\\\/\\u00e9")]',
+    '[insert("\\ud83d\\ude00")]', '[insert("😀é\x7f")]', '[delete(-3)]', '[retain(0)]',
+])
+def test_grammar_accepts_what_parse_accepts(text):
+    assert parses(text)
+    assert grammar_accepts(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "[", "[retain(1),]", "[retain(1)] x", "[retain(08)]", "[retain( 8)]", "[retain (8)]",
+    '[insert("\\ud83d")]', '[insert("\\ude00")]', '[insert("a\nb")]', '[insert("\\x")]', '[insert(5)]',
+    "[retain(1) retain(2)]", "[, retain(1)]", "[delete(1.5)]",
+])
+def test_grammar_rejects_what_parse_rejects(text):
+    assert not parses(text)
+    assert not grammar_accepts(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["[", " [", "[\n", "["]), st.sampled_from(["retain(", "delete(", "insert(", "]"]),
+       st.lists(FRAGMENTS, max_size=12))
+def test_grammar_and_parser_agree(start, first, rest):
+    text = start + first + "".join(rest)
+    assert grammar_accepts(text) == parses(text), text
+
+
+def test_grammar_accepts_rendered_edits():
+    for old, new in [("abc", "abd"), ("line\r\n" * 3, "line\r\nlíne 😀\r\n"), ("", "\x00\"\\")]:
+        text = ot.render(ot.diff(old, new))
+        assert grammar_accepts(text), text
