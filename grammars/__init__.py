@@ -1,10 +1,81 @@
-"""Lark grammars, one per edit format, shipped inside the package."""
+"""Lark grammars, one per edit format, shipped inside the package.
+
+`document_grammar` narrows a format's grammar to edits of one document. For that, every format
+grammar defines these terminals, each on ONE line of its own that starts with the name and a colon:
+
+    DOC_LINE: ...   the content of a context or removed line -> only the document's own lines
+    PATH: ...       a file path                              -> only the given paths
+    LANGUAGE: ...   an ast-grep rule's language              -> only the given language
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from importlib.resources import files
+
+# A terminal that matches no string: an empty document has no line to quote, an empty path list
+# no path to name. llguidance still allows the token that ends the lexeme before it (a context
+# line's " "), and reports a dead end (NoExtensionBias) at the next mask.
+NOTHING = r"/[^\s\S]/"
+MARKERS = ("DOC_LINE", "PATH", "LANGUAGE")
+
+
+class GrammarError(ValueError):
+    """A format grammar that does not follow the marker convention above."""
 
 
 def load(name: str) -> str:
     """The text of `grammars/<name>.lark`."""
     return files(__name__).joinpath(f"{name}.lark").read_text(encoding="utf-8")
+
+
+def document_grammar(format: str, *, document: str | None = None, paths: list[str] | None = None,
+                     language: str | None = None) -> str:
+    """The grammar of `format`, with DOC_LINE, PATH and LANGUAGE narrowed to what is given."""
+    return narrow(load(format), document=document, paths=paths, language=language,
+                  source=f"grammars/{format}.lark")
+
+
+def markers(format: str) -> list[str]:
+    """The terminals of `format`'s grammar that `document_grammar` can narrow."""
+    grammar = load(format)
+    return [name for name in MARKERS if re.search(rf"^{name}:", grammar, flags=re.MULTILINE)]
+
+
+def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None = None,
+           language: str | None = None, source: str = "grammar") -> str:
+    """`grammar` with DOC_LINE, PATH and LANGUAGE narrowed; `source` names it in errors."""
+    if document is not None:
+        grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
+    if paths is not None:
+        grammar = _redefine(grammar, source, "PATH", list(dict.fromkeys(paths)))
+    if language is not None:
+        grammar = _redefine(grammar, source, "LANGUAGE", [language])
+    return grammar
+
+
+def document_lines(text: str) -> list[str]:
+    """The distinct lines of `text` in order of first use, without their "\\n" or "\\r\\n"."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # text ends with a newline (or is empty): no line after it
+        lines.pop()
+    return list(dict.fromkeys(line.removesuffix("\r") for line in lines))
+
+
+def _redefine(grammar: str, source: str, terminal: str, literals: list[str]) -> str:
+    """`grammar` with the one-line definition of `terminal` made an alternation of `literals`."""
+    definitions = list(re.finditer(rf"^{terminal}:.*$", grammar, flags=re.MULTILINE))
+    if len(definitions) != 1:
+        raise GrammarError(f"{source}: expected one line starting with "
+                           f"'{terminal}:', found {len(definitions)}")
+    definition = definitions[0]
+    following = grammar[definition.end():].lstrip("\n").split("\n", 1)[0]
+    if re.match(r"\s+\|", following):
+        line = grammar.count("\n", 0, definition.start()) + 1
+        raise GrammarError(f"{source}, line {line}: the definition of {terminal} "
+                           "goes on over the next line; it must be one line")
+    # JSON string escapes are valid Lark string escapes in llguidance (quotes, backslashes, tabs,
+    # control characters); other characters stay as they are, UTF-8 like the grammar.
+    body = " | ".join(json.dumps(literal, ensure_ascii=False) for literal in literals) or NOTHING
+    return grammar[:definition.start()] + f"{terminal}: {body}" + grammar[definition.end():]

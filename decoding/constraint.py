@@ -1,0 +1,189 @@
+"""Grammar-constrained decoding with llguidance.
+
+A `Constraint` tells the generator which tokens may come next. `GrammarConstraint` follows a Lark
+grammar (see `grammars/`) with an `llguidance.LLMatcher`, and layers an optional document check
+(`token_check`, e.g. a format's `prefix_ok`) on top of it for what a grammar cannot say cheaply.
+
+EOS is kept out of the matcher: llguidance counts an EOS in its token history in some states and
+not in others (it swallows one that ends a grammar which cannot go on), which would make
+`rollback(n)` ambiguous. The constraint records it itself, as `_ended`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NoReturn, Protocol
+
+import llguidance
+import numpy as np
+import torch
+
+# The text generated so far, the candidate token's included -> may the candidate be taken?
+TokenCheck = Callable[[str], bool]
+
+
+class ConstraintError(ValueError):
+    """A grammar that does not compile, or a token the grammar does not allow."""
+
+
+class Constraint(Protocol):
+    def mask(self) -> torch.Tensor | None: ...  # bool [vocab]; None: anything goes
+    def token_ok(self, token: int) -> bool: ...
+    def forced_tokens(self) -> list[int]: ...
+    def consume(self, tokens: list[int]) -> None: ...
+    def rollback(self, n: int) -> None: ...
+    def valid_prefix_len(self, tokens: list[int]) -> int: ...
+    def is_finished(self) -> bool: ...
+
+
+def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """logits [..., vocab], mask bool [vocab] -> logits with the disallowed tokens at -inf."""
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask.to(logits.device), float("-inf"))
+
+
+# (name or id, vocab size, EOS ids) -> (the HF tokenizer, kept so its id is not reused; wrapper)
+_TOKENIZERS: dict[tuple, tuple[object, llguidance.LLTokenizer]] = {}
+
+
+def tokenizer_for(hf_tokenizer, eos_token_ids: list[int] | None = None) -> llguidance.LLTokenizer:
+    """llguidance's wrapper of a fast HF tokenizer, built once per tokenizer (it costs ~0.1-1 s).
+
+    `eos_token_ids` overrides the tokenizer's EOS, e.g. chat models that end a turn with
+    `<|im_end|>` as well as `<|endoftext|>`.
+    """
+    import llguidance.hf
+
+    eos = tuple(eos_token_ids) if eos_token_ids else (hf_tokenizer.eos_token_id,)
+    if eos == (None,):
+        raise ConstraintError("the tokenizer has no EOS token; pass eos_token_ids")
+    key = (hf_tokenizer.name_or_path or id(hf_tokenizer), len(hf_tokenizer), eos)
+    if key not in _TOKENIZERS:
+        wrapper = llguidance.hf.from_tokenizer(hf_tokenizer, eos_token=list(eos))
+        _TOKENIZERS[key] = (hf_tokenizer, wrapper)
+    return _TOKENIZERS[key][1]
+
+
+class GrammarConstraint:
+    """The `Constraint` of a Lark grammar, for one generation.
+
+    `vocab_size` is the width of the model's logits, which may exceed the tokenizer's vocabulary
+    (Qwen pads to 151936); the extra ids are never allowed.
+    """
+
+    def __init__(self, llg_tokenizer: llguidance.LLTokenizer, grammar_text: str,
+                 token_check: TokenCheck | None = None, vocab_size: int | None = None):
+        self.tokenizer = llg_tokenizer
+        self.vocab_size = vocab_size or llg_tokenizer.vocab_size
+        if self.vocab_size < llg_tokenizer.vocab_size:
+            raise ConstraintError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's "
+                                  f"vocabulary ({llg_tokenizer.vocab_size} tokens)")
+        self.matcher = llguidance.LLMatcher(llg_tokenizer, grammar_text, log_level=0)
+        if self.matcher.is_error():
+            raise ConstraintError(f"grammar does not compile: {self.matcher.get_error()}")
+        self.token_check = token_check
+        self.eos_tokens = frozenset(llg_tokenizer.eos_tokens)
+        self._bitmask = np.zeros((llg_tokenizer.vocab_size + 31) // 32, dtype=np.int32)
+        self._text = bytearray()  # the bytes generated so far
+        self._text_ends: list[int] = []  # len(self._text) after each consumed token, for rollback
+        self._ended = False  # an EOS token was consumed
+
+    def mask(self) -> torch.Tensor:
+        """bool [vocab_size]: the tokens the grammar allows next (only EOS once it has ended)."""
+        if self._ended:
+            allowed = np.zeros(self.vocab_size, dtype=bool)
+            allowed[list(self.eos_tokens)] = True
+            return torch.from_numpy(allowed)
+        self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
+        if self.matcher.is_error():
+            self._fail("mask")
+        # Bit i of the little-endian int32 words is token i; count= pads with False (or trims the
+        # last word's spare bits). unpackbits allocates, so callers may keep the returned mask.
+        bits = np.unpackbits(self._bitmask.view(np.uint8), count=self.vocab_size, bitorder="little")
+        return torch.from_numpy(bits.view(bool))
+
+    def token_ok(self, token: int) -> bool:
+        """The document check on `token` appended to the text so far; True without a check."""
+        if self.token_check is None or token in self.eos_tokens:
+            return True
+        return self.token_check(_text(self._text + self.tokenizer.decode_bytes([token])))
+
+    def forced_tokens(self) -> list[int]:
+        """The tokens the grammar forces next (canonically tokenized), cut at a token_ok failure."""
+        if self._ended or self.matcher.is_stopped():
+            return []
+        forced = self.matcher.compute_ff_tokens()
+        return forced[: self._checked_len(forced, len(forced))]
+
+    def consume(self, tokens: list[int]) -> None:
+        """Advance by `tokens`, all or none: raises ConstraintError naming the first refused one."""
+        accepted = self._grammar_prefix_len(tokens)
+        if accepted < len(tokens):
+            refused = tokens[accepted]
+            raise ConstraintError(
+                f"token {refused} ({self.tokenizer.dbg_tokens([refused])}) is not allowed after "
+                f"{_text(self._text + self.tokenizer.decode_bytes(tokens[:accepted]))!r}")
+        body = [t for t in tokens if t not in self.eos_tokens]  # EOS, if any, is the last token
+        if body and not self.matcher.consume_tokens(body):
+            self._fail("consume")
+        for token in body:
+            self._text += self.tokenizer.decode_bytes([token])
+            self._text_ends.append(len(self._text))
+        if len(body) < len(tokens):
+            self._text_ends.append(len(self._text))
+            self._ended = True
+
+    def rollback(self, n: int) -> None:
+        """Undo the last `n` consumed tokens."""
+        if not 0 <= n <= len(self._text_ends):
+            raise ConstraintError(f"cannot roll back {n} tokens: {len(self._text_ends)} consumed")
+        if n == 0:
+            return
+        in_matcher = n - 1 if self._ended else n  # EOS (last, if any) is not in the matcher
+        if in_matcher and not self.matcher.rollback(in_matcher):
+            self._fail(f"rollback({in_matcher})")  # e.g. a grammar with max_tokens disables it
+        self._ended = False
+        del self._text_ends[-n:]
+        del self._text[self._text_ends[-1] if self._text_ends else 0:]
+
+    def valid_prefix_len(self, tokens: list[int]) -> int:
+        """How many leading `tokens` (a draft) the grammar and the document check accept."""
+        return self._checked_len(tokens, self._grammar_prefix_len(tokens))
+
+    def is_finished(self) -> bool:
+        """EOS was consumed, or the grammar cannot go on (then only EOS is allowed)."""
+        return self._ended or (self.matcher.is_stopped() and not self.matcher.is_error())
+
+    def _grammar_prefix_len(self, tokens: list[int]) -> int:
+        if self._ended or not tokens:
+            return 0
+        if self.matcher.is_stopped():  # only EOS can follow; llguidance validates nothing here
+            if self.matcher.is_error():
+                self._fail("validate")
+            return 1 if tokens[0] in self.eos_tokens else 0
+        return self.matcher.validate_tokens(tokens)  # stops after an EOS that may end the grammar
+
+    def _checked_len(self, tokens: list[int], limit: int) -> int:
+        """How many of tokens[:limit] pass token_check, each with the ones before it."""
+        if self.token_check is None:
+            return limit
+        text = bytearray(self._text)
+        for i, token in enumerate(tokens[:limit]):
+            if token in self.eos_tokens:
+                return i + 1
+            text += self.tokenizer.decode_bytes([token])
+            if not self.token_check(_text(text)):
+                return i
+        return limit
+
+    def _fail(self, action: str) -> NoReturn:
+        # The error's first line only: llguidance appends its state and the whole grammar.
+        reason = self.matcher.get_error().split("\n", 1)[0] or "no reason given"
+        raise ConstraintError(f"grammar {action} failed after {len(self._text_ends)} tokens, "
+                              f"{_text(self._text)[-80:]!r}: {reason}")
+
+
+def _text(generated: bytes | bytearray) -> str:
+    # The grammar only admits valid UTF-8, so the only bytes dropped here are a character that a
+    # later token will complete.
+    return bytes(generated).decode("utf-8", errors="ignore")
