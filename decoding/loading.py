@@ -1,0 +1,174 @@
+"""Load a causal LM and its tokenizer for CPU decoding.
+
+A spec names the model: None or "default" and the other names in `decoding.models.REGISTRY` (installed
+with `edit model install`), a `.gguf` file, a local Hugging Face folder (with config.json), or a hub id.
+
+A GGUF is de-quantised by transformers on load, which takes a minute or more; so the first load saves
+the float weights as a safetensors folder in the cache, keyed by the GGUF's sha256, and later loads
+read that folder in seconds. Weights are float32 (CPU); `quantize="int8"` swaps every Linear for a
+dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, get_args
+
+from .models import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
+
+Quantize = Literal["none", "int8"]
+QUANTIZE_MODES = get_args(Quantize)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None):
+    """`(model, tokenizer)` for `spec`, in eval mode, float32 (or int8 Linear layers) on CPU.
+
+    Callers wrap their forward passes in `torch.inference_mode()`.
+    """
+    import torch
+
+    if quantize not in QUANTIZE_MODES:
+        raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
+    torch.set_num_threads(thread_count(threads))
+    model, tokenizer = load_pretrained(resolve(spec))
+    if quantize == "int8":
+        model = quantize_int8(model)
+    return model.eval(), tokenizer
+
+
+def thread_count(threads: int | None = None) -> int:
+    """Threads for torch: `threads`, else `$EDIT_THREADS`, else min(2, cores)."""
+    if threads is None and os.environ.get("EDIT_THREADS"):
+        value = os.environ["EDIT_THREADS"]
+        if not value.isdigit():
+            raise ModelError(f"EDIT_THREADS must be a positive whole number, not {value!r}")
+        threads = int(value)
+    if threads is None:
+        threads = min(2, os.cpu_count() or 1)
+    if threads < 1:
+        raise ModelError(f"the thread count must be at least 1, not {threads}")
+    return threads
+
+
+def resolve(spec: str | None) -> str:
+    """The folder or hub id to hand to `from_pretrained`, converting a GGUF first if needed."""
+    if spec is None or spec in REGISTRY:
+        model = REGISTRY[spec or "default"]
+        if not is_installed(model):
+            raise ModelError(f"model {model.name!r} ({model.description}) is not installed; "
+                             f"run `edit model install {model.name}`")
+        return str(ensure_converted(gguf_path(model), model.sha256))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"no GGUF file at {path}")
+        return str(ensure_converted(path, file_sha256(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json, so it is not a Hugging Face model folder")
+        return str(path)
+    if path.exists():
+        raise ModelError(f"{path} is neither a .gguf file nor a model folder")
+    if HUB_ID.fullmatch(spec) and not spec.startswith("."):
+        return spec
+    raise ModelError(f"unknown model {spec!r}: expected one of {', '.join(REGISTRY)}, a .gguf file, "
+                     f"a model folder with config.json, or a Hugging Face hub id (owner/name)")
+
+
+def load_pretrained(source: str):
+    """`(model, tokenizer)` from a folder or hub id, float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with no_transformers_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except OSError as error:  # what transformers raises for missing files and unreachable hubs
+        where = "folder" if Path(source).is_dir() else "hub id (needs internet)"
+        raise ModelError(f"could not load the model {source!r} as a {where}: {error}\n"
+                         f"Offline, use `edit model install default` or a local folder or .gguf file."
+                         ) from None
+    return model, tokenizer
+
+
+@contextmanager
+def no_transformers_progress_bars():
+    """Silence transformers' tqdm bars for a load that takes seconds and happens on every run."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def ensure_converted(gguf: Path, sha256: str) -> Path:
+    """The safetensors folder for the GGUF whose sha256 is given, converting it the first time."""
+    folder = converted_dir(sha256)
+    if not folder.is_dir():
+        convert_gguf(gguf, folder)
+    return folder
+
+
+def convert_gguf(gguf: Path, folder: Path) -> None:
+    """De-quantise `gguf` with transformers and save model and tokenizer to `folder` as safetensors.
+
+    Written to a sibling `.partial` folder and renamed, so `folder` exists only when complete.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:  # transformers shows its progress bars here: this is the slow step
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError) as error:  # unreadable file, unsupported architecture
+        raise ModelError(f"could not read the GGUF file {gguf}: {error}") from None
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        save_dequantized(model, tokenizer, partial)
+        if folder.is_dir():  # converted meanwhile by another process
+            shutil.rmtree(partial)
+        else:
+            os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def save_dequantized(model, tokenizer, folder: Path) -> None:
+    """Save a GGUF-loaded (already float) model as a plain one.
+
+    transformers refuses `save_pretrained` while the model carries its GGUF quantizer, although the
+    weights are plain floats by then; dropping the quantizer and the config's `quantization_config`
+    makes it a plain model, which `save_pretrained` stores with tied weights handled.
+    """
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def quantize_int8(model):
+    """Swap every `nn.Linear` for a dynamically quantised int8 one, in place (no second copy)."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch deprecates torch.ao.quantization in favour of torchao, which is not a dependency here;
+        # the pinned torch still ships and runs it.
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
+                                category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                      inplace=True)
