@@ -1,0 +1,316 @@
+"""Speculative decoding is lossless: greedy output equals plain greedy token for token, sampled output has
+the plain sampling distribution. Tiny random models built from configs (float32, fixed seeds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from decoding.drafters import CombinedDrafter, CopyDrafter, Draft, Drafter, MTPDrafter
+from decoding.generate import (
+    GenerationError,
+    Generator,
+    logits_to_probs,
+    verify_token,
+)
+from decoding.mtp import MTPHeads
+
+VOCAB = 128
+EOS = 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Two OpenMP threads on a loaded 2-core machine make each tiny forward ~10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomize(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+
+
+def tiny_qwen2(vocab: int = VOCAB, seed: int = 0, peak: float = 6.0) -> Qwen2ForCausalLM:
+    """Random Qwen2; lm_head scaled by `peak` so greedy decoding falls into repetitive, draftable loops."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, eos_token_id=EOS)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(peak)
+    return model
+
+
+def tiny_qwen3_5(vocab: int = VOCAB, seed: int = 0):
+    """Random Qwen3.5 text model: three Gated DeltaNet layers (recurrent, uncroppable) and one attention layer."""
+    from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+    torch.manual_seed(seed)
+    config = Qwen3_5TextConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                               num_key_value_heads=2, intermediate_size=128, head_dim=16, linear_num_value_heads=4,
+                               linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                               eos_token_id=EOS)
+    model = Qwen3_5ForCausalLM(config).eval()
+    randomize(model, seed)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)
+    return model
+
+
+class ToyConstraint:
+    """A toy grammar: at step n, tokens with t % 4 == n % 4 are banned; token 7 fails the document check;
+    steps 5-6 of every 10 are forced ([2, 3]); EOS is allowed from step 30; finished at step `length`."""
+
+    def __init__(self, vocab: int = VOCAB, length: int = 45):
+        self.vocab = vocab
+        self.length = length
+        self.consumed: list[int] = []
+
+    def _allowed(self, n: int) -> torch.Tensor:
+        if n % 10 in (5, 6):
+            return torch.arange(self.vocab) == [2, 3][n % 10 - 5]
+        allowed = torch.arange(self.vocab) % 4 != n % 4
+        allowed[EOS] = n >= 30
+        return allowed
+
+    def mask(self) -> torch.Tensor:
+        return self._allowed(len(self.consumed))
+
+    def token_ok(self, token: int) -> bool:
+        return token != 7
+
+    def forced_tokens(self) -> list[int]:
+        return [2, 3][len(self.consumed) % 10 - 5:] if len(self.consumed) % 10 in (5, 6) else []
+
+    def consume(self, tokens: list[int]) -> None:
+        for token in tokens:
+            n = len(self.consumed)
+            assert self._allowed(n)[token] and token != 7, f"token {token} is not allowed at step {n}"
+            self.consumed.append(token)
+
+    def rollback(self, n: int) -> None:
+        assert 0 <= n <= len(self.consumed)
+        del self.consumed[len(self.consumed) - n:]
+
+    def valid_prefix_len(self, tokens: list[int]) -> int:
+        for i, token in enumerate(tokens):
+            n = len(self.consumed) + i
+            if not self._allowed(n)[token]:
+                return i
+        return len(tokens)
+
+    def is_finished(self) -> bool:
+        return len(self.consumed) >= self.length
+
+
+PROMPT = [5, 9, 13, 17, 21, 25, 29, 33] * 4 + [40, 41]
+
+
+def drafter_sets(model):
+    heads = MTPHeads(model, "deepseek", 1, hidden_norm="post")
+    randomize(heads, 1)
+    copy = lambda: CopyDrafter([PROMPT])  # noqa: E731
+    return {
+        "none": lambda: ([], 8),
+        "copy": lambda: ([copy()], 8),
+        **{f"mtp_k{k}": (lambda k=k: ([MTPDrafter(heads)], k)) for k in (1, 2, 3, 4)},
+        "mtp+copy": lambda: ([CombinedDrafter(MTPDrafter(heads), copy(), copy_min_len=3)], 6),
+    }
+
+
+@pytest.fixture(scope="module")
+def qwen2():
+    return tiny_qwen2()
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_greedy_speculative_equals_plain_greedy(qwen2, constrained):
+    def run(drafters, max_draft, **kwargs):
+        generator = Generator(qwen2, drafters=drafters, max_draft=max_draft, **kwargs)
+        constraint = ToyConstraint() if constrained else None
+        # Unconstrained, the random model says EOS early; the toy grammar allows it only from step 30.
+        out = generator.generate(PROMPT, constraint=constraint, max_new_tokens=60,
+                                 eos_token_ids=None if constrained else [])
+        if constrained:  # everything emitted went through the constraint, in order
+            assert constraint.consumed == out.tokens
+        for drafter in drafters:  # MTP heads saw the hidden state of exactly the tokens in the KV cache
+            mtp = drafter.mtp if isinstance(drafter, CombinedDrafter) else drafter
+            if isinstance(mtp, MTPDrafter):
+                assert mtp._hidden_len == len(generator._cache_tokens)
+        return out
+
+    reference = run([], 1)
+    assert len(reference.tokens) >= 30
+    for name, make in drafter_sets(qwen2).items():
+        drafters, max_draft = make()
+        out = run(drafters, max_draft, adaptive=name != "mtp_k4")
+        assert out.tokens == reference.tokens, name
+        assert out.finish_reason == reference.finish_reason, name
+    copy = run([CopyDrafter([PROMPT])], 8)
+    assert copy.stats.accepted_per_drafter["copy"] > 0
+    assert copy.stats.model_calls < reference.stats.model_calls
+
+
+def test_plain_greedy_matches_transformers_generate(qwen2):
+    ours = Generator(qwen2).generate(PROMPT, max_new_tokens=30)  # EOS from the model config
+    theirs = qwen2.generate(torch.tensor([PROMPT]), max_new_tokens=30, do_sample=False)[0, len(PROMPT):].tolist()
+    assert ours.finish_reason == "eos" and theirs[len(ours.tokens)] == EOS
+    assert ours.tokens == theirs[:len(ours.tokens)]
+
+
+def test_snapshot_path_equals_crop_path(qwen2):
+    crop = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(PROMPT, max_new_tokens=60, eos_token_ids=[])
+    snap = Generator(qwen2, drafters=[CopyDrafter([PROMPT])], force_snapshot=True).generate(
+        PROMPT, max_new_tokens=60, eos_token_ids=[])
+    assert snap.tokens == crop.tokens
+    rejecting_steps = snap.stats.model_calls - crop.stats.model_calls
+    assert rejecting_steps > 0  # the snapshot path re-feeds accepted tokens after a rejection
+
+
+def test_hybrid_model_speculative_equals_plain():
+    model = tiny_qwen3_5()
+    reference = Generator(model).generate(PROMPT, max_new_tokens=40, eos_token_ids=[])
+    heads = MTPHeads(model, "qwen3_5", 1)
+    randomize(heads, 3)
+    for drafters in ([CopyDrafter([PROMPT])], [CombinedDrafter(MTPDrafter(heads), CopyDrafter([PROMPT]), 3)]):
+        out = Generator(model, drafters=drafters, max_draft=4).generate(PROMPT, max_new_tokens=40, eos_token_ids=[])
+        assert out.tokens == reference.tokens
+    constrained = Generator(model).generate(PROMPT, constraint=ToyConstraint(), max_new_tokens=40)
+    speculative = Generator(model, drafters=[CopyDrafter([PROMPT])]).generate(
+        PROMPT, constraint=ToyConstraint(), max_new_tokens=40)
+    assert speculative.tokens == constrained.tokens
+
+
+def test_prefix_cache_reuse_gives_same_output(qwen2):
+    def run(generator, prompt):
+        return generator.generate(prompt, max_new_tokens=20, eos_token_ids=[])
+
+    generator = Generator(qwen2, drafters=[CopyDrafter([PROMPT])])
+    first = run(generator, PROMPT)
+    extended = PROMPT + first.tokens[:5]
+    again = run(generator, extended)  # extends the cached prompt
+    other = run(generator, PROMPT[:10] + [99, 98])  # shares 10 tokens with it: crop
+    assert again.tokens == run(Generator(qwen2), extended).tokens
+    assert other.tokens == run(Generator(qwen2), PROMPT[:10] + [99, 98]).tokens
+    assert again.stats.model_calls == again.stats.verifications  # no prefill: everything was cached
+
+
+def test_stats_are_consistent(qwen2):
+    seen = []
+    out = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(
+        PROMPT, constraint=ToyConstraint(), max_new_tokens=60, on_progress=lambda s: seen.append(s.new_tokens))
+    stats = out.stats
+    assert stats.new_tokens == len(out.tokens)
+    assert stats.forced_tokens > 0
+    eos = 1 if out.finish_reason == "eos" else 0
+    assert stats.verified_tokens + stats.forced_tokens == stats.new_tokens + eos
+    assert stats.mean_accepted == pytest.approx(stats.verified_tokens / stats.verifications)
+    assert stats.model_calls == stats.verifications + 1  # + prefill; crop path: no re-feeds
+    assert 0 < stats.accepted_per_drafter["copy"] <= stats.proposed_per_drafter["copy"]
+    assert stats.tokens_per_s > 0 and stats.grammar_seconds > 0
+    assert seen == sorted(seen) and len(seen) == stats.verifications
+
+
+def test_stops_on_length_and_grammar(qwen2):
+    out = Generator(qwen2).generate(PROMPT, max_new_tokens=7, eos_token_ids=[])
+    assert len(out.tokens) == 7 and out.finish_reason == "length"
+    out = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(
+        PROMPT, constraint=ToyConstraint(length=12), max_new_tokens=60, eos_token_ids=[])
+    assert len(out.tokens) == 12 and out.finish_reason == "grammar"
+
+
+def test_constraint_that_allows_nothing_raises(qwen2):
+    class Nothing(ToyConstraint):
+        def mask(self):
+            return torch.zeros(VOCAB, dtype=torch.bool)
+
+    with pytest.raises(GenerationError, match="allows no next token"):
+        Generator(qwen2).generate(PROMPT, constraint=Nothing(), max_new_tokens=5)
+
+
+# --- sampling ------------------------------------------------------------------------------------------------
+
+
+class FixedDrafter(Drafter):
+    """Proposes tokens drawn from a fixed, deliberately wrong distribution q (probs=q), or, with q None, a
+    fixed token sequence (one-hot q)."""
+
+    name = "fixed"
+
+    def __init__(self, q: torch.Tensor | None, tokens: list[int] = (), seed: int = 0):
+        self.q = q
+        self.tokens = list(tokens)
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def propose(self, tokens, k):
+        if self.q is None:
+            return Draft(self.tokens[:k], None, self.name)
+        drafted = torch.multinomial(self.q, k, replacement=True, generator=self.rng).tolist()
+        return Draft(drafted, self.q.expand(k, -1), self.name)
+
+
+def exact_two_token_marginals(model, prompt, temperature, top_p):
+    """P(first token), P(second token) of plain sampling, computed from the model."""
+    with torch.no_grad():
+        p1 = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], temperature, top_p)
+        batch = torch.tensor([prompt + [t] for t in range(p1.shape[0])])
+        p2_given = torch.stack([logits_to_probs(row, temperature, top_p)
+                                for row in model(batch).logits[:, -1]])
+    return p1, p1 @ p2_given
+
+
+@pytest.mark.parametrize("q_kind", ["wrong_q", "one_hot"])
+def test_speculative_sampling_matches_plain_distribution(q_kind):
+    vocab, temperature, top_p, samples = 12, 1.0, 0.95, 1500
+    model = tiny_qwen2(vocab=vocab, seed=4, peak=2.0)
+    prompt = [3, 5, 7, 3, 5]
+    p1, p2 = exact_two_token_marginals(model, prompt, temperature, top_p)
+    q = torch.linspace(1.0, 0.05, vocab)
+    q = q / q.sum()
+    # The draft distribution is far from the target: trusting the drafts would visibly bias the output.
+    assert 0.5 * (p1 - q).abs().sum() > 0.2
+    drafter = FixedDrafter(q if q_kind == "wrong_q" else None, tokens=[int(p1.argmax()), int(p2.argmax())])
+    generator = Generator(model, drafters=[drafter], max_draft=2, adaptive=False)
+    counts = torch.zeros(2, vocab)
+    accepted = 0
+    for seed in range(samples):
+        out = generator.generate(prompt, max_new_tokens=2, temperature=temperature, top_p=top_p, seed=seed,
+                                 eos_token_ids=[])
+        counts[0, out.tokens[0]] += 1
+        counts[1, out.tokens[1]] += 1
+        accepted += out.stats.accepted_per_drafter.get("fixed", 0)
+    assert accepted > samples * 0.1  # the acceptance branch is exercised, not only the residual one
+    for position, exact in enumerate((p1, p2)):
+        total_variation = 0.5 * (counts[position] / samples - exact).abs().sum()
+        assert total_variation < 0.06, (position, total_variation)
+
+
+def test_verify_token_rejects_tokens_outside_the_target():
+    logits = torch.tensor([0.0, 1.0, float("-inf"), 2.0])
+    rng = torch.Generator().manual_seed(0)
+    from decoding.generate import Unconstrained
+
+    for q in (None, torch.tensor([0.1, 0.1, 0.7, 0.1])):
+        for _ in range(20):
+            accepted, token = verify_token(logits, 2, q, Unconstrained(), 1.0, 1.0, rng)
+            assert not accepted and token != 2
+    assert verify_token(logits, 3, None, Unconstrained(), 0.0, 1.0, rng) == (True, 3)
+    assert verify_token(logits, 1, None, Unconstrained(), 0.0, 1.0, rng) == (False, 3)
+
+
+@pytest.mark.parametrize("q_kind", ["wrong_q", "one_hot"])
+def test_constrained_sampling_emits_only_grammar_tokens(qwen2, q_kind):
+    q = torch.full((VOCAB,), 1.0 / VOCAB)
+    for seed in range(3):
+        drafter = FixedDrafter(q, seed=seed) if q_kind == "wrong_q" else CopyDrafter([PROMPT])
+        constraint = ToyConstraint()
+        out = Generator(qwen2, drafters=[drafter], max_draft=4).generate(
+            PROMPT, constraint=constraint, max_new_tokens=50, temperature=0.8, top_p=0.9, seed=seed)
+        assert constraint.consumed == out.tokens and 7 not in out.tokens
+        assert out.stats.forced_tokens > 0 or out.finish_reason == "eos"
