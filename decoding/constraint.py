@@ -184,6 +184,8 @@ class GrammarConstraint:
 
 
 def _text(generated: bytes | bytearray) -> str:
-    # The grammar only admits valid UTF-8, so the only bytes dropped here are a character that a
-    # later token will complete.
-    return bytes(generated).decode("utf-8", errors="ignore")
+    # The grammar only admits valid UTF-8, so the only undecodable bytes are a character that a later
+    # token will complete. It is checked as U+FFFD, which a document check matches against nothing:
+    # dropping it instead would let a check pass a character it would refuse once complete, and leave
+    # the grammar with no acceptable next token.
+    return bytes(generated).decode("utf-8", errors="replace")

@@ -98,6 +98,7 @@ class _Unfinished:
     keyword: str
     digits: str | None = None
     text: str | None = None
+    escape: str = ""  # an escape the prefix ends inside of, e.g. "\\u00"
 
 
 class _Cut(Exception):
@@ -182,7 +183,7 @@ def _read_op(text: str, i: int) -> tuple[Op, int]:
             raise _Malformed(f'insert( takes a JSON string, found {_found(text, i)}', i)
         value, i, closed = _read_string(text, i)
         if not closed:
-            raise _Cut(_Unfinished(keyword, text=value))
+            raise _Cut(_Unfinished(keyword, text=value, escape=text[i:]))
         op = Insert(value) if keyword == "insert" else Delete(value)
     else:
         if text[i] not in _COUNT_START:
@@ -463,13 +464,29 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
     if reading.keyword == "insert":
         return True
     if reading.text is not None:
-        return left > 0 and doc.startswith(reading.text, cursor)
+        if not (left > 0 and doc.startswith(reading.text, cursor)):
+            return False
+        following = cursor + len(reading.text)
+        return not reading.escape or (following < len(doc) and _may_spell(reading.escape, doc[following]))
     digits = reading.digits or ""
     if digits.startswith("-") or digits == "0":
         return False  # negative or zero, and no digit can follow a leading zero
     if not digits:
         return left > 0
     return len(digits) <= len(str(left)) and int(digits) <= left
+
+
+def _may_spell(escape: str, char: str) -> bool:
+    """Whether an unfinished JSON escape can still become `char`: as a short escape (\\n), or as
+    \\uXXXX (a surrogate pair above U+FFFF), hex digits in either case."""
+    code = ord(char)
+    if code > 0xFFFF:
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        spellings = [f"\\u{high:04x}\\u{low:04x}"]
+    else:
+        spellings = [f"\\u{code:04x}"]
+    spellings += ["\\" + short for short, value in _SIMPLE_ESCAPES.items() if value == char]
+    return any(spelling.startswith(escape.lower()) for spelling in spellings)
 
 
 # --- the OT library (ottypes/text-unicode semantics) ------------------------------------------

@@ -255,7 +255,10 @@ def _split_oneline(text: str) -> tuple[str, str] | None:
 
 
 def _yaml_docs(text: str) -> list[_Doc]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # reads the stream at once: refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ParseError(f"not valid YAML: {exc}") from None
     docs: list[_Doc] = []
     try:
         while loader.check_node():
@@ -432,7 +435,7 @@ def _find_all(root: SgNode, rule: Rule, path: str | None = None) -> list[SgNode]
 
 
 # A plain YAML scalar the grammar (grammars/rule.lark, PLAIN) also accepts.
-_PLAIN = re.compile(r"""[^\s"'#&*!|>%@`\[\]{},?:\-]([^\n:#]|:[^\s#]|[^\s:]#)*""")
+_PLAIN = re.compile(r"""[^\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\s"'#&*!|>%@`\[\]{},?:\-]([^\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\n:#]|:[^\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\s#]|[^\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f\s:]#)*""")
 _BLOCK_KEYS = frozenset({"fix", "template"})  # always a `|-` block: no escaping for the model
 _MULTILINE_KEYS = frozenset({"pattern", "context"})  # a block if multi-line (grammar: value_N)
 
