@@ -240,12 +240,16 @@ class Workspace:
     def commit(self, changes: list[FileChange]) -> None:
         """Write all changes or none: stage temp files, then rename; undo on any failure."""
         plan = []  # (target path, bytes or None for delete, mode)
+        touched: set[Path] = set()
         for change in changes:
             for p in {change.path, change.dest}:
-                self.resolve(p)  # refuse before anything is written
+                full = self.resolve(p)  # refuse before anything is written
+                if full in touched:  # two changes to one file: which wins would be an accident
+                    raise EditError("changed twice in one commit", file=normalize(p))
+                touched.add(full)
             if change.new_text is not None:
                 doc = change.old or Document("")
-                plan.append((change.dest, doc.encode(change.new_text), change.old.mode if change.old else None))
+                plan.append((change.dest, doc.encode(change.new_text), self._mode_of(change)))
             if change.new_text is None or change.move_to:
                 plan.append((change.path, None, None))
         temps: list[tuple[Path, Path]] = []
@@ -288,6 +292,15 @@ class Workspace:
             if isinstance(exc, OSError):
                 raise EditError(f"writing failed, every file restored: {exc}") from exc
             raise
+
+    def _mode_of(self, change: FileChange) -> int | None:
+        """The permission bits to write: the old file's (read now if the change did not carry them)."""
+        if change.old is None:
+            return None
+        if change.old.mode is not None:
+            return change.old.mode
+        source = self.resolve(change.path)
+        return stat.S_IMODE(source.stat().st_mode) if source.is_file() else None
 
     def _before(self, rel: str, target: Path) -> tuple[bytes | None, int | None]:
         if not target.exists():

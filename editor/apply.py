@@ -1,0 +1,127 @@
+"""Apply an edit text to files: detect its format, parse, apply, validate, then commit all or nothing.
+
+This is the library entry point behind `edit apply` (and anything else that applies model output):
+
+    result = apply_edit(patch_text, root="repo")
+    if not result.ok:
+        for error in result.errors: print(error)
+
+Nothing is written unless every changed file parses as well as it did before (or
+`allow_syntax_errors`), and then every file is written atomically through `files.commit`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from . import formats, validate
+from .errors import ApplyError, EditError, ValidationError
+from .files import FileChange, Files, MemoryFiles, Workspace, normalize
+
+FORMATS = ("auto",) + formats.NAMES
+
+
+@dataclass
+class ApplyResult:
+    """`ok`: applied with no error. `written`: `changes` were committed (also after a partial failure)."""
+
+    ok: bool
+    format: str | None = None
+    changes: list[FileChange] = field(default_factory=list)
+    reports: list[validate.Report] = field(default_factory=list)
+    errors: list[EditError] = field(default_factory=list)
+    written: bool = False
+
+
+def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = None, root: str = ".",
+               targets: Iterable[str] = (), partial: bool = False, allow_syntax_errors: bool = False,
+               language: str | None = None, dry_run: bool = False) -> ApplyResult:
+    """Apply `edit_text` to `files` (default: a Workspace at `root`). Never raises for a bad edit.
+
+    `targets` names the files a rule runs over (globs allowed), or the one file an OT edit, a
+    single-file unified diff or a bare apply_patch body applies to. `partial`: when a hunk fails,
+    still commit the changes before it (codex's behaviour) and report the failure.
+    ValueError (a caller's mistake, not the edit's): unknown format or language, several targets
+    for a format that takes one.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if language is not None:
+        validate.canonical_language(language)
+    targets = list(targets)
+    files = Workspace(root) if files is None else files
+    result = ApplyResult(ok=False)
+    try:
+        result.format = formats.detect(edit_text) if format == "auto" else format
+        if result.format != "rule" and len(targets) > 1:
+            raise ValueError(f"the {result.format} format applies to one target file, not {len(targets)}")
+        module = formats.get(result.format)
+        edit = module.parse(edit_text)
+        result.changes = _apply(module, result.format, files, edit, targets, partial)
+    except ApplyError as exc:
+        if not partial:
+            return _fail(result, [exc])
+        result.changes, result.errors = list(exc.applied), [exc]
+    except EditError as exc:
+        return _fail(result, [exc])
+    except OSError as exc:  # a file that exists but cannot be read (permissions, a folder...)
+        return _fail(result, [EditError(f"cannot read: {exc.strerror or exc}", file=exc.filename)])
+
+    result.reports = [validate.check(change.dest, change.old.text if change.old else "",
+                                     change.new_text, language)
+                      for change in result.changes if change.new_text is not None]
+    syntax_errors = [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
+                                     file=report.path, line=issue.line, issues=[issue])
+                     for report in result.reports for issue in report.new_issues]
+    if syntax_errors and not allow_syntax_errors:
+        return _fail(result, result.errors + syntax_errors)
+
+    if not dry_run and result.changes:
+        try:
+            files.commit(result.changes)
+        except EditError as exc:
+            return _fail(result, result.errors + [exc])
+        result.written = True
+    result.ok = not result.errors
+    return result
+
+
+def _fail(result: ApplyResult, errors: list[EditError]) -> ApplyResult:
+    result.ok, result.written, result.errors = False, False, errors
+    return result
+
+
+def _apply(module, name: str, files: Files, edit, targets: list[str], partial: bool) -> list[FileChange]:
+    # A rule over several files (or a glob) skips those in languages it is not for; one named
+    # file goes through `apply`, which says why a rule does not fit it.
+    if name == "rule" and (len(targets) > 1 or any(glob.has_magic(t) for t in targets)):
+        return module.apply_to_paths(files, edit, expand_targets(files, targets), partial=partial)
+    return module.apply(files, edit, target=targets[0] if targets else None, partial=partial)
+
+
+def expand_targets(files: Files, patterns: Iterable[str]) -> list[str]:
+    """Target paths with globs expanded (under a Workspace's root, or over MemoryFiles' names).
+
+    A glob that matches no file is an error, so a typo does not silently apply to nothing.
+    """
+    paths: list[str] = []
+    for pattern in patterns:
+        pattern = normalize(pattern)
+        if not glob.has_magic(pattern):
+            matches = [pattern]
+        elif isinstance(files, Workspace):
+            matches = sorted(p.replace(os.sep, "/")
+                             for p in glob.glob(pattern, root_dir=files.root, recursive=True)
+                             if (files.root / p).is_file())
+        elif isinstance(files, MemoryFiles):
+            matches = sorted(p for p in files.texts if fnmatch.fnmatchcase(p, pattern))
+        else:
+            raise EditError("globs need a Workspace or MemoryFiles to expand over", file=pattern)
+        if not matches:
+            raise EditError("no file matches this pattern", file=pattern)
+        paths.extend(p for p in matches if p not in paths)
+    return paths
