@@ -1,0 +1,70 @@
+"""`edit bench decode` and `edit bench quality` (model benchmarks; `edit bench apply` is in apply.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from . import bench_app
+
+
+@bench_app.command("decode")
+def bench_decode(
+    model: str = typer.Option("default", "--model", "-m"),
+    limit: int = typer.Option(4, "--limit", help="EditEval items to decode."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    quantize: str = typer.Option("none", "--quantize"),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
+) -> None:
+    """Decoding speed: plain / copy / MTP / MTP+copy, grammar on and off, speed-ups measured in one run."""
+    from decoding.loading import load_default_heads, load_model
+
+    from ..bench import decode, load_items, markdown_decode
+
+    err = Console(stderr=True)
+    with err.status("loading the model..."):
+        model_obj, tokenizer = load_model(model, quantize=quantize)
+        heads = load_default_heads(model, model_obj)
+    items = load_items("editeval", limit)
+    report = {"model": f"{model} ({quantize})", "items": len(items),
+              "configs": decode(model_obj, tokenizer, items, heads=heads, max_new_tokens=max_new_tokens)}
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+    print(markdown_decode(report))
+
+
+@bench_app.command("quality")
+def bench_quality(
+    benchmark: str = typer.Option("editeval", "--benchmark", help="editeval or humanevalfix."),
+    format: str = typer.Option("all", "--format", "-f", help="A format, or all (every format and whole)."),
+    model: str = typer.Option("default", "--model", "-m"),
+    limit: int = typer.Option(None, "--limit", help="Only the first N items."),
+    quantize: str = typer.Option("none", "--quantize"),
+    max_retries: int = typer.Option(0, "--max-retries"),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
+) -> None:
+    """Edit quality: pass@1 of the item's tests after the edit, well-formed rate, tokens and seconds."""
+    from ..bench import check_formats, load_items, markdown_quality, plot_quality, quality
+    from ..propose import Editor
+
+    err = Console(stderr=True)
+    formats = check_formats([format])
+    items = load_items(benchmark, limit)
+    with err.status("loading the model..."):
+        editor = Editor(model, quantize=quantize, max_retries=max_retries)
+
+    def progress(fmt, item, row):
+        err.print(f"{fmt:12} {item.task_id:20} {'pass' if row['passed'] else 'ok  ' if row['ok'] else 'bad '} "
+                  f"{row['output_tokens']:5d} tokens {row['seconds']:6.1f} s")
+
+    report = {"benchmark": benchmark, "model": f"{model} ({quantize})", "items": len(items),
+              "results": quality(editor, items, formats, on_item=progress)}
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+    if plot:
+        plot_quality([report], plot)
+    print(markdown_quality(report))

@@ -1,0 +1,105 @@
+"""`edit FILE INSTRUCTION`: a local model proposes a structured edit; shown as a diff, written on yes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..errors import EditError
+from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
+from .apply import print_diff
+
+
+@app.command()
+def propose(
+    file: Path = typer.Argument(..., help="The file to edit."),
+    instruction: str = typer.Argument(..., help="What to change, in words."),
+    format: str = typer.Option("auto", "--format", "-f",
+                               help="auto, apply_patch, udiff, ot, rule or whole (rewrite the file)."),
+    model: str = typer.Option(None, "--model", "-m",
+                              help="default, 1.5b, a local HF folder, a hub id or a .gguf path."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; never write."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Write without asking."),
+    as_json: bool = typer.Option(False, "--json", help="Print the edit, diff, stats and errors as JSON."),
+    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
+    no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32) or int8 (faster, slightly different picks)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: min(2, cores) or $EDIT_THREADS)."),
+    language: str = typer.Option(None, "--language", help="Override the language detected from the file name."),
+) -> None:
+    """Propose an edit of FILE with a local model (also: `edit FILE INSTRUCTION`)."""
+    err = Console(stderr=True)
+    if not file.is_file():
+        err.print(f"[red]error:[/] {file}: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        from decoding.models import ModelError
+
+        with err.status("loading the model..."):
+            editor = make_editor(model=model, quantize=quantize, threads=threads, spec=not no_spec,
+                                 max_retries=max_retries, temperature=temperature)
+        result = editor.edit(file, instruction, format=format, language=language,
+                             on_progress=None if as_json else _progress(err))
+    except (EditError, ModelError) as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "errors": [{"file": str(file), "line": None, "message": str(exc)}]}))
+        else:
+            err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE if isinstance(exc, ModelError) else EXIT_REJECTED)
+    if not as_json:
+        err.print()  # end the progress line
+    result.path = str(file)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif not result.ok:
+        for problem in result.diagnostics:
+            err.print(f"[red]rejected[/] (try {problem['attempt']}): {problem['message']}")
+        err.print(f"[red]no acceptable edit after {result.stats['attempts']} tries; nothing written[/]")
+    else:
+        print_diff(result.diff)
+        s = result.stats
+        err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
+                  f"({s['tokens_per_s']:.1f} tokens/s, {s['mean_accepted']:.2f} tokens per model call), "
+                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}")
+    if not result.ok:
+        raise typer.Exit(EXIT_REJECTED)
+    if dry_run or not result.changes:
+        raise typer.Exit(EXIT_OK)
+    if not yes and not _confirm(err, f"Write {file}?"):
+        err.print("nothing written")
+        raise typer.Exit(EXIT_OK)
+    from ..files import FileChange, Workspace
+
+    workspace = Workspace(file.resolve().parent)
+    old = workspace.read(file.name)
+    if old.text != result.old_text:
+        err.print(f"[red]error:[/] {file} changed while the edit was generated; nothing written")
+        raise typer.Exit(EXIT_REJECTED)
+    workspace.commit([FileChange(file.name, old, result.new_text)])
+    err.print(f"wrote {file}")
+
+
+def make_editor(**options):
+    from ..propose import Editor
+
+    return Editor(**options)
+
+
+def _confirm(err: Console, question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False  # never write without an answer: scripts pass --yes
+    err.print(f"{question} [y/N] ", end="")
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _progress(err: Console):
+    def report(stats) -> None:
+        err.file.write(f"\r  {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s, "
+                       f"{stats.mean_accepted:.2f} tokens per model call   ")
+        err.file.flush()
+    return report

@@ -1,0 +1,245 @@
+"""`Editor`: instruction -> structured edit by a local model -> parsed, applied in memory, validated.
+
+The pipeline of one request:
+    prompt (prompts/<format>.txt, the model's chat template)
+ -> constrained speculative generation (decoding/: the format's grammar narrowed to this file,
+    copy drafts from the file, MTP drafts when the model has heads)
+ -> parse -> apply in memory -> tree-sitter validation
+ -> on rejection, the error goes back to the model and it tries again (up to max_retries).
+Nothing is written here: `EditResult.changes` is what `edit` writes after the user says yes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grammars
+
+from . import formats, prompting, validate
+from .errors import EditError, ParseError
+from .files import Document, FileChange, MemoryFiles, decode, unified_diff
+
+FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
+# `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language;
+# everything else is a patch, the format small models get right most often.
+EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
+                       r"|\breplace all\b", re.I)
+RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
+                  "bash", "css", "html", "json", "yaml"}
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*\Z", re.S | re.M)
+
+
+@dataclass
+class EditResult:
+    path: str
+    format: str
+    edit_text: str  # the model's last output
+    edit: object | None  # the parsed edit (None when every try was rejected)
+    old_text: str
+    new_text: str | None  # None when every try was rejected
+    diff: str
+    diagnostics: list[dict] = field(default_factory=list)  # errors of rejected tries, validation notes
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.new_text is not None
+
+    @property
+    def changes(self) -> list[FileChange]:
+        if not self.ok or self.new_text == self.old_text:
+            return []
+        return [FileChange(self.path, Document(self.old_text), self.new_text)]
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "path": self.path, "format": self.format, "edit": self.edit_text,
+                "diff": self.diff, "errors": self.diagnostics, "stats": self.stats}
+
+
+def choose_format(instruction: str, language: str | None) -> str:
+    if language in RULE_LANGUAGES and EVERY_USE.search(instruction):
+        return "rule"
+    return "apply_patch"
+
+
+def strip_fence(text: str) -> str:
+    match = FENCE.search(text.strip() + "\n")
+    return match.group(1) if match else text
+
+
+class Editor:
+    """Loads a model once; `edit()` many files with it (the prompt prefix cache is reused).
+
+    model: "default", "1.5b", a local HF folder, a hub id or a .gguf path. `spec=False` turns
+    speculative decoding off (plain constrained decoding, the same output when greedy).
+    """
+
+    def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
+                 spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
+                 max_new_tokens: int = 1024, model_obj=None, tokenizer=None, mtp_heads=None):
+        from decoding.generate import Generator
+
+        if model_obj is None:
+            from decoding.loading import load_model, load_default_heads
+
+            model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
+            if mtp_heads is None and spec:
+                mtp_heads = load_default_heads(model, model_obj)
+        self.model, self.tokenizer = model_obj, tokenizer
+        self.mtp_heads = mtp_heads
+        self.spec = spec
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.seed = seed
+        self.max_new_tokens = max_new_tokens
+        self.generator = Generator(model_obj, tokenizer)
+        self.vocab_size = model_obj.get_output_embeddings().out_features  # int8 layers have no .weight tensor
+
+    def edit(self, path_or_text: str | os.PathLike, instruction: str, *, format: str = "auto",
+             path: str | None = None, language: str | None = None, max_retries: int | None = None,
+             check=None, on_progress=None) -> EditResult:
+        """Propose an edit of a file (a path) or of a text (give `path` to name it for the language).
+
+        `check(new_text) -> str | None`: an extra acceptance test (tests inject failures through it);
+        a returned message rejects the try like a validation error would.
+        """
+        name, text = self._read(path_or_text, path)
+        language = validate.detect_language(name, text, language)
+        fmt = choose_format(instruction, language) if format == "auto" else format
+        if fmt not in FORMATS:
+            raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+        retries = self.max_retries if max_retries is None else max_retries
+        feedback: list[tuple[str, str]] = []
+        diagnostics: list[dict] = []
+        totals = {"attempts": 0, "prompt_tokens": 0, "output_tokens": 0, "seconds": 0.0, "model_calls": 0,
+                  "forced_tokens": 0, "verifications": 0, "accepted_per_drafter": {}}
+        output = ""
+        for attempt in range(retries + 1):
+            output, stats, prompt_len = self._generate(fmt, name, text, instruction, language, feedback,
+                                                       on_progress)
+            _add_stats(totals, stats, prompt_len)
+            try:
+                edit, new_text = self._apply(fmt, name, text, output, language)
+                problem = check(new_text) if check else None
+                if problem:
+                    raise EditError(problem, file=name)
+            except EditError as exc:
+                diagnostics.append({"attempt": attempt + 1, **exc.to_json()})
+                feedback.append((output, str(exc)))
+                continue
+            return EditResult(name, fmt, output, edit, text, new_text,
+                              unified_diff(text, new_text, "a/" + name, "b/" + name), diagnostics,
+                              _finish(totals))
+        return EditResult(name, fmt, output, None, text, None, "", diagnostics, _finish(totals))
+
+    # -- steps ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(path_or_text, path: str | None) -> tuple[str, str]:
+        if isinstance(path_or_text, os.PathLike) or (path is None and os.path.isfile(str(path_or_text))):
+            file = Path(path_or_text)
+            doc = decode(file.read_bytes(), str(path_or_text))
+            return (path or file.name), doc.text
+        return (path or "input.txt"), str(path_or_text)
+
+    def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
+        from decoding.drafters import CombinedDrafter, CopyDrafter, MTPDrafter
+
+        prompt_ids, constraint = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
+                                               language=language, feedback=feedback,
+                                               eos_token_ids=self.generator.eos_token_ids,
+                                               vocab_size=self.vocab_size)
+        drafters = []
+        if self.spec:
+            copy = CopyDrafter([self.tokenizer.encode(text, add_special_tokens=False)])
+            if self.mtp_heads is not None:
+                drafters.append(CombinedDrafter(MTPDrafter(self.mtp_heads), copy))
+            else:
+                drafters.append(copy)
+        self.generator.drafters = drafters
+        generation = self.generator.generate(prompt_ids, constraint, max_new_tokens=self.max_new_tokens,
+                                             temperature=self.temperature, seed=self.seed,
+                                             on_progress=on_progress)
+        output = self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
+        return output, generation.stats, len(prompt_ids)
+
+    @staticmethod
+    def _apply(fmt, name, text, output, language):
+        if fmt == "whole":
+            new_text = strip_fence(output)
+            if text.endswith("\n") and not new_text.endswith("\n"):
+                new_text += "\n"
+            edit = new_text
+        else:
+            module = formats.get(fmt)
+            edit = module.parse(output)
+            files = MemoryFiles({name: text})
+            if fmt == "rule":
+                changes = module.apply_to_paths(files, edit, [name])
+            else:
+                changes = module.apply(files, edit, target=name)
+            new_text = next((c.new_text for c in changes if c.dest == name), text)
+        if new_text == text:
+            raise EditError("the edit changes nothing", file=name)
+        report = validate.check(name, text, new_text, language)
+        if report.new_issues:
+            raise EditError("the edit introduces syntax errors: "
+                            + "; ".join(issue.describe() for issue in report.new_issues), file=name)
+        return edit, new_text
+
+
+def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str, language: str | None,
+                  feedback=(), eos_token_ids=(), vocab_size: int | None = None, grammar: bool = True):
+    """(prompt token ids, constraint or None) for one request: the format's prompt through the chat
+    template, and its grammar narrowed to this file (`whole` has none)."""
+    from decoding.constraint import GrammarConstraint, tokenizer_for
+
+    chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
+                              feedback=feedback)
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    if fmt == "whole" or not grammar:
+        return prompt_ids, None
+    narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language))
+    check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
+    constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
+                                   token_check=check, vocab_size=vocab_size)
+    return prompt_ids, constraint
+
+
+def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
+    marked = grammars.markers(fmt)
+    narrowing = {}
+    if "DOC_LINE" in marked and text:  # an empty file has no line to quote
+        narrowing["document"] = text
+    if "PATH" in marked:
+        narrowing["paths"] = [name]
+    if "LANGUAGE" in marked and language:
+        narrowing["language"] = language
+    return narrowing
+
+
+def _add_stats(totals: dict, stats, prompt_len: int) -> None:
+    totals["attempts"] += 1
+    totals["prompt_tokens"] += prompt_len
+    totals["output_tokens"] += stats.new_tokens
+    totals["seconds"] += stats.seconds
+    totals["model_calls"] += stats.model_calls
+    totals["forced_tokens"] += stats.forced_tokens
+    totals["verifications"] += stats.verifications
+    totals.setdefault("verified_tokens", 0)
+    totals["verified_tokens"] += stats.verified_tokens
+    for name, count in stats.accepted_per_drafter.items():
+        totals["accepted_per_drafter"][name] = totals["accepted_per_drafter"].get(name, 0) + count
+
+
+def _finish(totals: dict) -> dict:
+    verified = totals.pop("verified_tokens", 0)
+    totals["mean_accepted"] = verified / totals["verifications"] if totals["verifications"] else 0.0
+    totals["tokens_per_s"] = totals["output_tokens"] / totals["seconds"] if totals["seconds"] else 0.0
+    return totals

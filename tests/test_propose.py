@@ -1,0 +1,155 @@
+"""`Editor` and `edit FILE INSTRUCTION` end to end on tiny models built here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from editor import formats, prompting
+from editor.propose import Editor, choose_format
+from tests.tiny_chat import chat_model, chat_tokenizer, teach
+
+SOURCE = """import math
+
+
+def area(radius):
+    return math.pi * radius * radius
+
+
+print(area(2.0))
+"""
+INSTRUCTION = "Rename area to circle_area."
+PATCH = """*** Begin Patch
+*** Update File: shapes.py
+@@
+ 
+ 
+-def area(radius):
++def circle_area(radius):
+     return math.pi * radius * radius
+ 
+ 
+-print(area(2.0))
++print(circle_area(2.0))
+*** End Patch"""
+EXPECTED = SOURCE.replace("area(", "circle_area(")
+
+
+@pytest.fixture(scope="module")
+def taught():
+    """A tiny model that learned to answer the rename request with PATCH."""
+    tokenizer = chat_tokenizer(SOURCE + PATCH)
+    model = chat_model(tokenizer)
+    chat = prompting.messages("apply_patch", path="shapes.py", text=SOURCE, instruction=INSTRUCTION,
+                              language="python")
+    teach(model, tokenizer, chat, PATCH)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def untaught():
+    tokenizer = chat_tokenizer(SOURCE)
+    return chat_model(tokenizer, seed=1), tokenizer
+
+
+def test_taught_model_makes_the_edit_with_and_without_speculation(taught):
+    model, tokenizer = taught
+    results = {}
+    for spec in (False, True):
+        editor = Editor(model_obj=model, tokenizer=tokenizer, spec=spec, max_new_tokens=200)
+        results[spec] = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    plain, fast = results[False], results[True]
+    assert plain.ok and plain.new_text == EXPECTED, plain.diagnostics
+    assert "-def area(radius):" in plain.diff and "+def circle_area(radius):" in plain.diff
+    # Lossless: speculation changes the speed, never the output.
+    assert fast.edit_text == plain.edit_text
+    assert fast.stats["accepted_per_drafter"].get("copy", 0) > 0
+    assert fast.stats["model_calls"] < plain.stats["model_calls"]
+
+
+def test_injected_failure_is_fed_back_and_retried(taught):
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=1)
+    seen = []
+
+    def reject_first(new_text):
+        seen.append(new_text)
+        return "injected failure" if len(seen) == 1 else None
+
+    first_prompt = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200).edit(
+        SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py").stats["prompt_tokens"]
+    result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py", check=reject_first)
+    assert seen[0] == EXPECTED and result.stats["attempts"] == 2
+    assert result.diagnostics[0]["message"] == "injected failure"
+    # The second try's prompt carries the rejected edit and the error.
+    assert result.stats["prompt_tokens"] > 2 * first_prompt
+
+
+def test_every_try_is_reported_when_all_fail(taught):
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=2)
+    result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py",
+                         check=lambda text: "still wrong")
+    assert not result.ok and result.new_text is None and result.changes == []
+    assert [d["attempt"] for d in result.diagnostics] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("fmt", ["apply_patch", "udiff", "ot", "rule"])
+def test_untaught_model_output_always_fits_the_grammar(untaught, fmt):
+    """Whatever a random model writes under the grammar is well-formed: it parses, or it was cut off
+    by max_new_tokens. Rejections are reported, never raised."""
+    model, tokenizer = untaught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=60, max_retries=0, temperature=1.0)
+    for seed in range(3):
+        editor.seed = seed
+        result = editor.edit(SOURCE, INSTRUCTION, format=fmt, path="shapes.py")
+        assert result.stats["attempts"] == 1
+        if result.stats["output_tokens"] < 60:  # finished by the grammar, not cut off
+            formats.get(fmt).parse(result.edit_text)
+        for problem in result.diagnostics:
+            assert problem["message"]
+
+
+def test_choose_format():
+    assert choose_format("Replace all calls of print with logger.info", "python") == "rule"
+    assert choose_format("Fix the off-by-one error in the loop", "python") == "apply_patch"
+    assert choose_format("Replace all uses of foo", None) == "apply_patch"
+
+
+def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
+    from editor import cli
+    from editor.commands import propose as propose_command
+
+    model, tokenizer = taught
+    target = tmp_path / "shapes.py"
+    target.write_text(SOURCE)
+    monkeypatch.setattr(propose_command, "make_editor",
+                        lambda **options: Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200))
+    runner = CliRunner()
+    shown = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch"])
+    assert shown.exit_code == 0, shown.output
+    assert "+def circle_area(radius):" in shown.output
+    assert target.read_text() == SOURCE  # no --yes, no terminal to answer: nothing written
+    as_json = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--json"])
+    assert json.loads(as_json.stdout)["ok"] is True
+    assert target.read_text() == SOURCE
+    written = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--yes"])
+    assert written.exit_code == 0, written.output
+    assert target.read_text() == EXPECTED
+
+
+@pytest.mark.slow
+def test_real_default_model_renames(tmp_path):
+    """The real default model makes a rename edit (needs `edit model install default`)."""
+    from decoding.models import get_spec, is_installed
+
+    if not is_installed(get_spec("default")):
+        pytest.skip("the default model is not installed: run `edit model install default`")
+    editor = Editor("default")
+    result = editor.edit(SOURCE, "Rename the function area to circle_area, and its call.", path="shapes.py")
+    assert result.ok, result.diagnostics
+    assert result.new_text == EXPECTED
