@@ -18,7 +18,7 @@ order with `seek_sequence`'s cascade, an anchor moves the search past itself, a 
 lines is appended at the end of the file, and a hunk whose old lines end with an empty line is
 retried without it.
 
-Where we differ from codex (see docs/formats/apply_patch.md): nothing is written unless the
+Where we differ from codex (see docs/FORMATS.md): nothing is written unless the
 whole patch applies (`partial=True` gives codex's stop-at-first-failure); CRLF files stay CRLF, a
 BOM and the file mode stay; a missing final newline stays missing unless a hunk reaches the last
 line; trailing blank lines are kept (codex drops one).

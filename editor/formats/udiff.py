@@ -2,7 +2,7 @@
 
 `parse` reads the text with `unidiff` and turns it into typed `FilePatch`/`Hunk`/`Line` values;
 `apply` places each hunk like GNU `patch -p1` does (the stated line, then the nearest offset, then
-fuzz), but stricter where guessing could silently corrupt a file. docs/formats/udiff.md has the rules.
+fuzz), but stricter where guessing could silently corrupt a file. docs/FORMATS.md has the rules.
 
 Where a hunk landed away from its stated line, or with fuzz, `apply_with_report` says so in
 `Applied.notes`; `apply` returns only the changes.
