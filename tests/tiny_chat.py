@@ -51,3 +51,15 @@ def teach(model, tokenizer, messages: list[dict], reply: str, steps: int = 150) 
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+def save_instant_model(folder, text: str = ""):
+    """Save (model and tokenizer) a chat model that ends its turn at once: every logit is 0, so greedy
+    decoding picks token 0, which is made its end-of-turn token. Its whole-file answer is empty."""
+    tokenizer = chat_tokenizer(text)
+    model = chat_model(tokenizer)
+    model.model.norm.weight.data.zero_()
+    model.config.eos_token_id = 0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
