@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from editor import formats, validate
-from editor.apply import apply_edit
+from editor import formats, validation
+from editor.applying import apply_edit
 from editor.files import MemoryFiles, Workspace, unified_diff
 
 FILE_LINES = 5000
@@ -92,7 +92,7 @@ def median_ms(function, runs: int, setup=None) -> float:
 def run(runs: int = 50) -> dict:
     text = generated_module()
     patch, follow_up = one_hunk_patch(), one_hunk_patch(FILE_LINES // 10 + 100)
-    validate.parser_for("python")  # grammar loading is a one-time cost, not an edit's
+    validation.parser_for("python")  # grammar loading is a one-time cost, not an edit's
     patched = apply_edit(patch, format="apply_patch", files=MemoryFiles({PATH: text}),
                          dry_run=True).changes[0].new_text
 
@@ -105,22 +105,22 @@ def run(runs: int = 50) -> dict:
 
     def previous_edit_checked():
         # an agent's next edit: the last check parsed this file's current text, so its tree is cached
-        validate.forget_trees()
-        validate.check(PATH, text, patched)
+        validation.forget_trees()
+        validation.check(PATH, text, patched)
 
     timings = {
         # a file never parsed before: one full tree-sitter parse
-        "apply_validate_ms": median_ms(applies(patch, lambda: MemoryFiles({PATH: text})), runs, validate.forget_trees),
+        "apply_validate_ms": median_ms(applies(patch, lambda: MemoryFiles({PATH: text})), runs, validation.forget_trees),
         "next_edit_ms": median_ms(applies(follow_up, lambda: MemoryFiles({PATH: patched})), runs, previous_edit_checked),
-        "validate_ms": median_ms(lambda: validate.check(PATH, text, patched), runs,
-                                 validate.forget_trees),
+        "validate_ms": median_ms(lambda: validation.check(PATH, text, patched), runs,
+                                 validation.forget_trees),
     }
     with tempfile.TemporaryDirectory() as root:
         target = Path(root) / PATH
 
         def fresh_file():
             target.write_text(text)
-            validate.forget_trees()
+            validation.forget_trees()
 
         timings["apply_validate_commit_ms"] = median_ms(applies(patch, lambda: Workspace(root)), runs,
                                                           fresh_file)

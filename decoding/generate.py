@@ -161,7 +161,7 @@ def verify_token(logits: torch.Tensor, draft_token: int | None, q: torch.Tensor 
 @torch.no_grad()
 def model_forward(model, tokens: list[int], cache, start: int, logits_to_keep: int) -> torch.Tensor:
     # tokens: T new tokens at positions start..start+T-1 -> logits [logits_to_keep, V] of the last positions
-    device = model.get_output_embeddings().weight.device
+    device = model.get_input_embeddings().weight.device  # the input side: int8 output layers hold no .weight tensor
     input_ids = torch.tensor([tokens], device=device)  # [1, T]
     position_ids = torch.arange(start, start + len(tokens), device=device)[None]  # [1, T]
     out = model(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True,

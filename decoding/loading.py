@@ -21,6 +21,10 @@ from typing import Literal, get_args
 
 from .models import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
 
+HEADS_DIR = Path(__file__).parent / "heads"
+SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
+HEADS_FILE = "mtp.safetensors"
+
 Quantize = Literal["none", "int8"]
 QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -172,3 +176,49 @@ def quantize_int8(model):
                                 category=DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
                                                       inplace=True)
+
+
+def load_default_heads(spec: str | None, model):
+    """The MTP heads that go with `spec`'s model, or None where there are none.
+
+    Registry models: the heads shipped in decoding/heads/<name>/ (trained by `edit model train-mtp`),
+    if their card names this model's sha256. A local model folder: the native MTP tensors in its
+    safetensors files (Qwen3.5 `mtp.*`, DeepSeek, MiMo layouts), if any. GGUF files, hub ids and int8
+    models (whose lm_head the heads cannot share): None.
+    """
+    import json
+
+    import torch
+
+    from .mtp import MTPError, detect_layout, load_mtp_heads
+
+    if not isinstance(getattr(model.get_output_embeddings(), "weight", None), torch.Tensor):
+        return None
+    if spec is None or spec in REGISTRY:
+        name = spec or "default"
+        folder = HEADS_DIR / SHIPPED_HEADS.get(name, "")
+        card = folder / "card.json"
+        if name not in SHIPPED_HEADS or not card.is_file():
+            return None
+        if json.loads(card.read_text(encoding="utf-8")).get("base_sha256") != REGISTRY[name].sha256:
+            return None
+        return load_mtp_heads(folder / HEADS_FILE, model, layout="qwen3_5")
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return None
+    try:
+        detect_layout(safetensors_names(path))
+    except MTPError:  # the folder holds no MTP tensors
+        return None
+    return load_mtp_heads(path, model)
+
+
+def safetensors_names(folder: Path) -> list[str]:
+    """Tensor names of every .safetensors file in `folder` (headers only)."""
+    from safetensors import safe_open
+
+    names = []
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            names.extend(handle.keys())
+    return names

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from .commands import app
-from .commands import apply as _apply  # noqa: F401  (registers commands)
+# Importing a command module registers its commands on `app`.
+from .commands import apply, bench, hooks, model, propose, rules, serve  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grammars
 
-from . import formats, prompting, validate
+from . import formats, prompting, validation
 from .errors import EditError, ParseError
 from .files import Document, FileChange, MemoryFiles, decode, unified_diff
 
@@ -109,7 +109,7 @@ class Editor:
         a returned message rejects the try like a validation error would.
         """
         name, text = self._read(path_or_text, path)
-        language = validate.detect_language(name, text, language)
+        language = validation.detect_language(name, text, language)
         fmt = choose_format(instruction, language) if format == "auto" else format
         if fmt not in FORMATS:
             raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
@@ -154,15 +154,18 @@ class Editor:
                                                language=language, feedback=feedback,
                                                eos_token_ids=self.generator.eos_token_ids,
                                                vocab_size=self.vocab_size)
+        file_ids = self.tokenizer.encode(text, add_special_tokens=False)
         drafters = []
         if self.spec:
-            copy = CopyDrafter([self.tokenizer.encode(text, add_special_tokens=False)])
+            copy = CopyDrafter([file_ids])
             if self.mtp_heads is not None:
                 drafters.append(CombinedDrafter(MTPDrafter(self.mtp_heads), copy))
             else:
                 drafters.append(copy)
         self.generator.drafters = drafters
-        generation = self.generator.generate(prompt_ids, constraint, max_new_tokens=self.max_new_tokens,
+        # An edit is shorter than a rewrite of the file: a budget past that only lets a looping model loop.
+        budget = min(self.max_new_tokens, 2 * len(file_ids) + 256)
+        generation = self.generator.generate(prompt_ids, constraint, max_new_tokens=budget,
                                              temperature=self.temperature, seed=self.seed,
                                              on_progress=on_progress)
         output = self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
@@ -186,7 +189,7 @@ class Editor:
             new_text = next((c.new_text for c in changes if c.dest == name), text)
         if new_text == text:
             raise EditError("the edit changes nothing", file=name)
-        report = validate.check(name, text, new_text, language)
+        report = validation.check(name, text, new_text, language)
         if report.new_issues:
             raise EditError("the edit introduces syntax errors: "
                             + "; ".join(issue.describe() for issue in report.new_issues), file=name)

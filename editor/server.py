@@ -25,8 +25,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
-from . import validate as validation
-from .apply import FORMATS, ApplyResult, apply_edit
+from . import validation
+from .applying import FORMATS, ApplyResult, apply_edit
 from .errors import EditError, ParseError
 from .files import Workspace, normalize
 from .formats import apply_patch

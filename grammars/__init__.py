@@ -48,6 +48,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
     """`grammar` with DOC_LINE, PATH and LANGUAGE narrowed; `source` names it in errors."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
+        if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
+            grammar = _contiguous_hunks(grammar, document)
     if paths is not None:
         grammar = _redefine(grammar, source, "PATH", list(dict.fromkeys(paths)))
     if language is not None:
@@ -61,6 +63,44 @@ def document_lines(text: str) -> list[str]:
     if lines[-1] == "":  # text ends with a newline (or is empty): no line after it
         lines.pop()
     return list(dict.fromkeys(line.removesuffix("\r") for line in lines))
+
+
+# Past this many lines a hunk may quote any document line in any order (the DOC_LINE narrowing only):
+# the contiguity rules grow with the document, and so does the grammar's compile time.
+CONTIGUOUS_MAX_LINES = 3000
+
+
+def _contiguous_hunks(grammar: str, document: str) -> str:
+    """`grammar` with its one-line rule `hunk_lines` (a hunk's body: context ' ', removed '-' and added
+    '+' lines) narrowed so that the context and removed lines are a contiguous run of the document's
+    lines, in order, and at least one line is removed or added: every hunk then matches the file
+    somewhere and changes it. `ADDED` lines stay free.
+
+        hunk_lines: ADDED+ (rest_0 | rest_1 | ...)? | (from_0 | from_1 | ...)
+        from_i: KEEP_k (ADDED+ rest_<i+1>? | from_<i+1>) | DROP_k ADDED* rest_<i+1>?   # nothing changed yet
+        rest_i: (KEEP_k | DROP_k) ADDED* rest_<i+1>?                                   # something changed
+    where line i of the document is its distinct line k, KEEP_k = " " + line, DROP_k = "-" + line.
+    """
+    lines = [line.removesuffix("\r") for line in document.split("\n")]
+    if lines[-1] == "":
+        lines.pop()
+    if not lines or len(lines) > CONTIGUOUS_MAX_LINES:
+        return grammar
+    distinct = {line: k for k, line in enumerate(dict.fromkeys(lines))}
+    every = range(len(lines))
+    rules = ["hunk_lines: ADDED+ (" + " | ".join(f"rest_{i}" for i in every) + ")? | ("
+             + " | ".join(f"from_{i}" for i in every) + ")"]
+    for i, line in enumerate(lines):
+        k, last = distinct[line], i + 1 == len(lines)
+        rest, start = ("", "") if last else (f" rest_{i + 1}?", f" | from_{i + 1}")
+        rules.append(f"from_{i}: KEEP_{k} (ADDED+{rest}{start}) | DROP_{k} ADDED*{rest}")
+        rules.append(f"rest_{i}: (KEEP_{k} | DROP_{k}) ADDED*{rest}")
+    for line, k in distinct.items():
+        quoted = json.dumps(line + "\n", ensure_ascii=False)
+        rules.append(f'KEEP_{k}: " " {quoted}')
+        rules.append(f'DROP_{k}: "-" {quoted}')
+    definition = re.search(r"^hunk_lines:.*$", grammar, flags=re.MULTILINE)
+    return grammar[:definition.start()] + "\n".join(rules) + grammar[definition.end():]
 
 
 def _redefine(grammar: str, source: str, terminal: str, literals: list[str]) -> str:

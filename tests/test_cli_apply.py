@@ -327,10 +327,10 @@ def test_console_script_runs(repo, tmp_path):
     assert json.loads(proc.stdout)["ok"] is True
 
 
-# --- the library entry point (editor.apply.apply_edit) ------------------------------------------
+# --- the library entry point (editor.applying.apply_edit) ------------------------------------------
 
 def test_apply_edit_on_memory_files():
-    from editor.apply import apply_edit
+    from editor.applying import apply_edit
     from editor.files import MemoryFiles
     mem = MemoryFiles({"src/app.py": APP_PY})
     result = apply_edit(PATCH, files=mem)
@@ -340,7 +340,7 @@ def test_apply_edit_on_memory_files():
 
 
 def test_apply_edit_rejects_syntax_errors_with_every_issue():
-    from editor.apply import apply_edit
+    from editor.applying import apply_edit
     from editor.errors import ValidationError
     from editor.files import MemoryFiles
     mem = MemoryFiles({"src/app.py": APP_PY})
@@ -353,7 +353,7 @@ def test_apply_edit_rejects_syntax_errors_with_every_issue():
 
 
 def test_apply_edit_partial_commits_what_applied_before_the_failure():
-    from editor.apply import apply_edit
+    from editor.applying import apply_edit
     from editor.errors import ApplyError
     from editor.files import MemoryFiles
     patch = ("*** Begin Patch\n*** Update File: notes.txt\n@@\n-one\n+ONE\n"
@@ -368,7 +368,7 @@ def test_apply_edit_partial_commits_what_applied_before_the_failure():
 
 
 def test_apply_edit_caller_mistakes_raise_value_error():
-    from editor.apply import apply_edit
+    from editor.applying import apply_edit
     from editor.files import MemoryFiles
     with pytest.raises(ValueError, match="unknown format"):
         apply_edit(PATCH, format="zip", files=MemoryFiles())
@@ -379,7 +379,7 @@ def test_apply_edit_caller_mistakes_raise_value_error():
 
 
 def test_expand_targets_over_memory_files_and_disk(repo):
-    from editor.apply import expand_targets
+    from editor.applying import expand_targets
     from editor.errors import EditError, UnsafePathError
     from editor.files import MemoryFiles, Workspace
     mem = MemoryFiles({"src/a.py": "", "src/b.py": "", "src/c.txt": ""})

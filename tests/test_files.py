@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from editor import files as files_module
-from editor.apply import apply_edit
+from editor.applying import apply_edit
 from editor.errors import ApplyError, EditError, UnreadableFileError, UnsafePathError
 from editor.files import (Document, FileChange, MemoryFiles, Staging, Workspace, decode, newline_of,
                           normalize, unified_diff)

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from editor import validate
-from editor.validate import SyntaxIssue, check, detect_language, syntax_issues
+from editor import validation
+from editor.validation import SyntaxIssue, check, detect_language, syntax_issues
 
 # one valid and one broken snippet per language
 SAMPLES = {
@@ -48,8 +48,8 @@ def test_markdown_grammar_loads_and_parses():
 
 
 def test_every_grammar_loads_once():
-    for language in validate.GRAMMARS:
-        assert validate.parser_for(language) is validate.parser_for(language)
+    for language in validation.GRAMMARS:
+        assert validation.parser_for(language) is validation.parser_for(language)
 
 
 @pytest.mark.parametrize("path,text,expected", [
@@ -78,7 +78,7 @@ def test_language_override_and_aliases():
 
 def test_unknown_language_validates_nothing():
     report = check("notes.txt", "a\n", "a (\n")
-    assert report == validate.Report("notes.txt", None, False, [])
+    assert report == validation.Report("notes.txt", None, False, [])
     assert report.summary() == "not validated: unknown language"
     assert syntax_issues("notes.txt", "(((") == (None, [])
 
@@ -102,7 +102,7 @@ def test_missing_node_is_reported_as_missing():
 
 def test_long_snippets_are_shortened():
     _, issues = syntax_issues("a.json", '{"a": 1 ' + '"b" ' * 40 + "}\n")
-    assert issues and all(len(issue.snippet) <= validate.SNIPPET_CHARS for issue in issues)
+    assert issues and all(len(issue.snippet) <= validation.SNIPPET_CHARS for issue in issues)
 
 
 def test_clean_edit_has_no_new_issues():
@@ -153,22 +153,22 @@ def test_incremental_reparse_matches_a_full_parse():
     """Each check reparses from the previous text's cached tree; the result must equal a fresh parse."""
     rng = random.Random(7)
     text = "def f(a, b):\n    s = 'é'\n    return [a, b]\n\n\nclass C:\n    x = {1: 2}\n" * 5
-    validate.forget_trees()
+    validation.forget_trees()
     for _ in range(80):
         start = rng.randrange(len(text) + 1)
         end = min(len(text), start + rng.randrange(4))
         new = text[:start] + rng.choice(["", "(", ")", ":", "é", "\n", "x", "def ", "'"]) + text[end:]
         report = check("a.py", text, new)
-        cached = validate._trees[("python", new.encode())]
-        fresh = validate.parser_for("python").parse(new.encode())
+        cached = validation._trees[("python", new.encode())]
+        fresh = validation.parser_for("python").parse(new.encode())
         assert str(cached.root_node) == str(fresh.root_node)
-        assert syntax_issues("a.py", new)[1] == [i for i, _ in validate._issues(fresh, new.encode())]
+        assert syntax_issues("a.py", new)[1] == [i for i, _ in validation._issues(fresh, new.encode())]
         assert all(issue in syntax_issues("a.py", new)[1] for issue in report.new_issues)
         text = new
 
 
 def test_tree_cache_is_bounded():
-    validate.forget_trees()
-    for n in range(validate.TREE_CACHE_SIZE + 5):
+    validation.forget_trees()
+    for n in range(validation.TREE_CACHE_SIZE + 5):
         check("a.py", "", f"x = {n}\n")
-    assert len(validate._trees) == validate.TREE_CACHE_SIZE
+    assert len(validation._trees) == validation.TREE_CACHE_SIZE

@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from .. import validate
-from ..apply import FORMATS, ApplyResult, apply_edit
+from .. import validation
+from ..applying import FORMATS, ApplyResult, apply_edit
 from ..errors import EditError
 from ..files import decode
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app, bench_app
@@ -92,7 +92,7 @@ def validate_command(
     """List syntax errors (tree-sitter ERROR and MISSING nodes) as file:line:col; exit 1 if any."""
     if language is not None:
         try:
-            validate.canonical_language(language)
+            validation.canonical_language(language)
         except ValueError as exc:
             usage_error(str(exc))
     failed = False
@@ -108,7 +108,7 @@ def validate_command(
             typer.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
             failed = True
             continue
-        lang, issues = validate.syntax_issues(str(path), text, language)
+        lang, issues = validation.syntax_issues(str(path), text, language)
         if lang is None:
             unknown.append(str(path))
         for issue in issues:

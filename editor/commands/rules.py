@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
-from .. import validate
-from ..apply import expand_targets
+from .. import validation
+from ..applying import expand_targets
 from ..errors import EditError, ParseError, ValidationError
 from ..files import FileChange, Workspace, decode
 from ..formats import rule
@@ -127,7 +127,7 @@ def write_checked(workspace: Workspace, changes: list[FileChange]) -> list[EditE
     for change in changes:
         if change.new_text is None:
             continue
-        report = validate.check(change.dest, change.old.text if change.old else "", change.new_text)
+        report = validation.check(change.dest, change.old.text if change.old else "", change.new_text)
         errors += [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
                                    file=change.dest, line=issue.line, issues=[issue])
                    for issue in report.new_issues]

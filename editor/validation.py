@@ -171,10 +171,29 @@ def check(path: str, old_text: str, new_text: str, language: str | None = None) 
     old_source, new_source = old_text.encode("utf-8"), new_text.encode("utf-8")
     new_tree = _parse(lang, new_source, previous=old_source)
     if not new_tree.root_node.has_error:  # the common case: one parse, no walk
-        return Report(path, lang, True)
+        return Report(path, lang, True, _python_compile_issues(lang, old_text, new_text))
     new_found = _issues(new_tree, new_source)
     old_found = _issues(_parse(lang, old_source), old_source)
     return Report(path, lang, True, _new_issues(old_found, new_found, old_text, new_text))
+
+
+def _python_compile_issues(lang: str, old_text: str, new_text: str) -> list[SyntaxIssue]:
+    """tree-sitter-python accepts some code Python refuses (an indented block with no header above
+    it parses as a statement); compile() catches those, when the old text compiled."""
+    if lang != "python":
+        return []
+    try:
+        compile(new_text, "<edit>", "exec", dont_inherit=True)
+        return []
+    except SyntaxError as exc:
+        try:
+            compile(old_text, "<edit>", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return []  # the file was already broken: the error is not the edit's
+        snippet = (exc.text or "").strip()[:SNIPPET_CHARS]
+        return [SyntaxIssue(exc.lineno or 1, exc.offset or 1, "ERROR", f"{exc.msg}: {snippet}")]
+    except ValueError:  # NUL bytes: refused earlier by the file reader
+        return []
 
 
 TREE_CACHE_SIZE = 16

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from . import formats, validate
+from . import formats, validation
 from .errors import ApplyError, EditError, ValidationError
 from .files import FileChange, Files, MemoryFiles, Workspace, normalize
 
@@ -32,7 +32,7 @@ class ApplyResult:
     ok: bool
     format: str | None = None
     changes: list[FileChange] = field(default_factory=list)
-    reports: list[validate.Report] = field(default_factory=list)
+    reports: list[validation.Report] = field(default_factory=list)
     errors: list[EditError] = field(default_factory=list)
     written: bool = False
 
@@ -51,7 +51,7 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if language is not None:
-        validate.canonical_language(language)
+        validation.canonical_language(language)
     targets = list(targets)
     files = Workspace(root) if files is None else files
     result = ApplyResult(ok=False)
@@ -71,7 +71,7 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
     except OSError as exc:  # a file that exists but cannot be read (permissions, a folder...)
         return _fail(result, [EditError(f"cannot read: {exc.strerror or exc}", file=exc.filename)])
 
-    result.reports = [validate.check(change.dest, change.old.text if change.old else "",
+    result.reports = [validation.check(change.dest, change.old.text if change.old else "",
                                      change.new_text, language)
                       for change in result.changes if change.new_text is not None]
     syntax_errors = [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
