@@ -172,3 +172,17 @@ def test_tree_cache_is_bounded():
     for n in range(validation.TREE_CACHE_SIZE + 5):
         check("a.py", "", f"x = {n}\n")
     assert len(validation._trees) == validation.TREE_CACHE_SIZE
+
+
+def test_python_compile_catches_what_tree_sitter_accepts():
+    # A body left without its `def` line parses in tree-sitter-python, but Python refuses it.
+    old = "def area(r):\n    return r * r\n"
+    report = validation.check("a.py", old, "    return r * r\n")
+    assert [(i.line, i.kind) for i in report.new_issues] == [(1, "ERROR")]
+    assert "unexpected indent" in report.new_issues[0].snippet
+
+
+def test_python_compile_blames_only_new_breakage():
+    broken = "def f(:\n    pass\n"  # already broken: an edit elsewhere is not blamed for it
+    assert validation._python_compile_issues("python", broken, broken + "x = 1\n") == []
+    assert validation._python_compile_issues("javascript", "", "    return 1\n") == []
