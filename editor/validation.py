@@ -173,8 +173,14 @@ def check(path: str, old_text: str, new_text: str, language: str | None = None) 
     if not new_tree.root_node.has_error:  # the common case: one parse, no walk
         return Report(path, lang, True, _python_compile_issues(lang, old_text, new_text))
     new_found = _issues(new_tree, new_source)
-    old_found = _issues(_parse(lang, old_source), old_source)
-    return Report(path, lang, True, _new_issues(old_found, new_found, old_text, new_text))
+    old_tree = _parse(lang, old_source)
+    issues = _new_issues(_issues(old_tree, old_source), new_found, old_text, new_text)
+    issues = issues or _python_compile_issues(lang, old_text, new_text)
+    if not issues and not new_found and not old_tree.root_node.has_error:
+        # The tree has an error but no ERROR or MISSING node shows where (a statement run on
+        # without its separator, e.g. `import a * b`): refuse all the same.
+        issues = [SyntaxIssue(1, 1, "ERROR", "a syntax error tree-sitter does not locate")]
+    return Report(path, lang, True, issues)
 
 
 # compile() costs about 1 ms per 60 lines here: past this size a file gets tree-sitter's check only.

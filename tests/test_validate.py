@@ -186,3 +186,11 @@ def test_python_compile_blames_only_new_breakage():
     broken = "def f(:\n    pass\n"  # already broken: an edit elsewhere is not blamed for it
     assert validation._python_compile_issues("python", broken, broken + "x = 1\n") == []
     assert validation._python_compile_issues("javascript", "", "    return 1\n") == []
+
+
+def test_an_error_tree_sitter_does_not_locate_is_still_refused():
+    # tree-sitter marks the tree as broken but places no ERROR or MISSING node for this line.
+    report = validation.check("a.js", "let a = 1;\n", "let a = 1;\nimport a * b\n")
+    assert not report.ok
+    python = validation.check("a.py", "x = 1\n", "x = 1\nimport math.pi * radius\n")
+    assert [issue.line for issue in python.new_issues] == [2]  # compile() places it
