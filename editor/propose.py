@@ -123,6 +123,8 @@ class Editor:
             output, stats, prompt_len = self._generate(fmt, name, text, instruction, language, feedback,
                                                        on_progress)
             _add_stats(totals, stats, prompt_len)
+            if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
+                output = formats.get("udiff").recount(output)
             try:
                 edit, new_text = self._apply(fmt, name, text, output, language)
                 problem = check(new_text) if check else None

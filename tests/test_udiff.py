@@ -585,3 +585,10 @@ def test_grammar_document_convention():
     assert _accepts(constrained, good)
     assert not _accepts(constrained, good.replace("-    return 1", "-    return 3"))
     assert not _accepts(constrained, good.replace("src/x.py", "src/y.py"))
+
+
+def test_recount_fixes_hunk_header_counts():
+    miscounted = "--- a/f\n+++ b/f\n@@ -2,9 +2,1 @@ def f\n a\n-b\n+c\n+d\n@@ -9 +10,7 @@\n x\n"
+    fixed = udiff.recount(miscounted)
+    assert fixed == "--- a/f\n+++ b/f\n@@ -2,2 +2,3 @@ def f\n a\n-b\n+c\n+d\n@@ -9,1 +10,1 @@\n x\n"
+    assert len(udiff.parse(fixed).files[0].hunks) == 2

@@ -517,6 +517,44 @@ def _split_with_ends(text: str) -> list[tuple[str, str]]:
     return lines
 
 
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$")
+
+
+def recount(text: str) -> str:
+    """`text` with every hunk header's line counts recomputed from the hunk's lines.
+
+    For model output: the decoding grammar fixes a diff's shape but cannot count, and a small model
+    often miscounts. A hunk runs from its header to the next `@@ ` or `diff --git ` line (the shape
+    the grammar allows: the first file's `---`/`+++` headers come before any hunk). Start lines are
+    kept; the applier searches from them.
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    header_at = -1
+    old = new = 0
+
+    def close() -> None:
+        if header_at >= 0:
+            match = _HUNK_HEADER.match(out[header_at])
+            out[header_at] = f"@@ -{match[1]},{old} +{match[2]},{new} @@{match[3]}"
+
+    for line in lines:
+        if line.startswith("@@ ") and _HUNK_HEADER.match(line):
+            close()
+            header_at, old, new = len(out), 0, 0
+        elif line.startswith("diff --git "):
+            close()
+            header_at = -1
+        elif header_at >= 0:
+            if line.startswith((" ", "-")):
+                old += 1
+            if line.startswith((" ", "+")):
+                new += 1
+        out.append(line)
+    close()
+    return "\n".join(out)
+
+
 def looks_like(text: str) -> bool:
     head = text.lstrip()
     return (head.startswith("@@ -") or head.startswith(_GIT_HEADER)
