@@ -15,7 +15,7 @@ setup: $(BIN)/edit
 
 demo: setup
 	$(BIN)/edit model install default
-	$(BIN)/edit examples/shapes.py "Rename the function area to circle_area and update its callers" --dry-run
+	$(BIN)/edit examples/report.py "Replace every print call with logger.info" --dry-run
 
 test: setup
 	$(BIN)/python -m pytest -q

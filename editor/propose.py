@@ -25,8 +25,11 @@ from .errors import EditError, ParseError
 from .files import Document, FileChange, MemoryFiles, decode, unified_diff
 
 FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
-# `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language;
-# everything else is a patch, the format small models get right most often.
+# `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
+# Otherwise a short file is rewritten whole and a longer one patched: on EditEval the default 0.5B model
+# rewrote short files correctly far more often than it patched them (docs/BENCHMARKS.md), copy drafting
+# makes rewriting a short file cheap, and past a screenful a patch is much the shorter output.
+WHOLE_MAX_LINES = 60
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -61,10 +64,10 @@ class EditResult:
                 "diff": self.diff, "errors": self.diagnostics, "stats": self.stats}
 
 
-def choose_format(instruction: str, language: str | None) -> str:
+def choose_format(instruction: str, language: str | None, text: str = "") -> str:
     if language in RULE_LANGUAGES and EVERY_USE.search(instruction):
         return "rule"
-    return "apply_patch"
+    return "whole" if text.count("\n") <= WHOLE_MAX_LINES else "apply_patch"
 
 
 def strip_fence(text: str) -> str:
@@ -110,7 +113,7 @@ class Editor:
         """
         name, text = self._read(path_or_text, path)
         language = validation.detect_language(name, text, language)
-        fmt = choose_format(instruction, language) if format == "auto" else format
+        fmt = choose_format(instruction, language, text) if format == "auto" else format
         if fmt not in FORMATS:
             raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
         retries = self.max_retries if max_retries is None else max_retries

@@ -115,9 +115,11 @@ def test_untaught_model_output_always_fits_the_grammar(untaught, fmt):
 
 
 def test_choose_format():
-    assert choose_format("Replace all calls of print with logger.info", "python") == "rule"
-    assert choose_format("Fix the off-by-one error in the loop", "python") == "apply_patch"
-    assert choose_format("Replace all uses of foo", None) == "apply_patch"
+    long_file = "x = 1\n" * 200
+    assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"
+    assert choose_format("Fix the off-by-one error in the loop", "python", long_file) == "apply_patch"
+    assert choose_format("Fix the off-by-one error in the loop", "python", SOURCE) == "whole"
+    assert choose_format("Replace all uses of foo", None, long_file) == "apply_patch"
 
 
 def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
@@ -142,14 +144,28 @@ def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
     assert target.read_text() == EXPECTED
 
 
-@pytest.mark.slow
-def test_real_default_model_renames(tmp_path):
-    """The real default model makes a rename edit (needs `edit model install default`)."""
+@pytest.fixture(scope="module")
+def default_editor():
     from decoding.models import get_spec, is_installed
 
     if not is_installed(get_spec("default")):
         pytest.skip("the default model is not installed: run `edit model install default`")
-    editor = Editor("default")
-    result = editor.edit(SOURCE, "Rename the function area to circle_area, and its call.", path="shapes.py")
+    return Editor("default")
+
+
+@pytest.mark.slow
+def test_real_default_model_renames(default_editor):
+    """The real default model makes a rename edit (needs `edit model install default`)."""
+    result = default_editor.edit(SOURCE, "Rename the function area to circle_area, and its call.",
+                                 path="shapes.py")
     assert result.ok, result.diagnostics
     assert result.new_text == EXPECTED
+
+
+@pytest.mark.slow
+def test_real_default_model_makes_the_readme_demo_edit(default_editor):
+    """`make demo`'s edit: every print call of examples/report.py becomes logger.info."""
+    demo = Path(__file__).resolve().parents[1] / "examples" / "report.py"
+    result = default_editor.edit(demo, "Replace every print call with logger.info")
+    assert result.ok and result.format == "rule", result.diagnostics
+    assert result.new_text == demo.read_text().replace("print(", "logger.info(")
