@@ -435,16 +435,10 @@ def test_codex_scenarios(scenario: Path | None, tmp_path: Path):
 def lark_matcher():
     """A function text -> accepted?, for grammars/apply_patch.lark with a tiny byte-level BPE."""
     llguidance = pytest.importorskip("llguidance")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     from grammars import load
+    from tests.tiny_chat import byte_bpe
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator([ap.render(SAMPLE)], trainer)
+    tokenizer = byte_bpe([ap.render(SAMPLE)], 400)
     lltok = llguidance.LLTokenizer(tokenizer.to_str(), eos_token=0)
 
     def compile(text: str):

@@ -669,15 +669,11 @@ def test_looks_like():
 def llg_tokenizer():
     """A tiny byte-level BPE: any text tokenizes, so the grammar alone decides."""
     llguidance_hf = pytest.importorskip("llguidance.hf")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(SAMPLES, trainer)
+    from tests.tiny_chat import byte_bpe
+
+    tokenizer = byte_bpe(SAMPLES, 320)
     hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
     return llguidance_hf.from_tokenizer(hf)
 

@@ -531,15 +531,10 @@ def test_round_trip_over_stdlib_sources(pair):
 def _tokenizer():
     """A tiny byte-level BPE, enough to drive llguidance over any text."""
     import llguidance
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([udiff.render(udiff.diff(TEN, TEN.replace("5", "five"), "f.py"))] * 4,
-                            trainer)
+    from tests.tiny_chat import byte_bpe
+
+    tok = byte_bpe([udiff.render(udiff.diff(TEN, TEN.replace("5", "five"), "f.py"))] * 4, 400)
     return llguidance.LLTokenizer(tok.to_str(), eos_token=tok.token_to_id("<eos>"))
 
 

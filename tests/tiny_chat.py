@@ -14,14 +14,21 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def chat_tokenizer(extra_text: str = "", vocab_size: int = 1200) -> PreTrainedTokenizerFast:
+def byte_bpe(texts, vocab_size: int, special_tokens=("<eos>",)) -> Tokenizer:
+    """A byte-level BPE trained on `texts`: any text tokenizes, so in grammar tests the grammar alone
+    decides what is accepted."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def chat_tokenizer(extra_text: str = "", vocab_size: int = 1200) -> PreTrainedTokenizerFast:
     corpus = [prompts.load(name) for name in ("apply_patch", "udiff", "ot", "rule", "whole")] + [extra_text]
-    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer = byte_bpe(corpus, vocab_size, SPECIALS)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
     return fast
