@@ -1,0 +1,218 @@
+"""MTP head training on a tiny random Qwen2 model: the chained training forward is the inference draft,
+training lowers the loss, checkpoints resume, saved heads reload exactly, and the corpus's answers apply."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from decoding import train_mtp as trainer
+from decoding.loading import HEADS_FILE, SHIPPED_HEADS, load_default_heads
+from decoding.models import REGISTRY
+from decoding.mtp import MTPHeads, load_mtp_heads
+from editor.files import MemoryFiles
+from editor.formats import apply_patch, ot
+from editor.mtp_corpus import EditPair, answer, diff_windows, mutate, window
+
+VOCAB = 96
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def sequences(count: int = 6, length: int = 40, prefix: int = 8, seed: int = 0) -> list[trainer.TrainSequence]:
+    rng = random.Random(seed)
+    shared = [rng.randrange(VOCAB) for _ in range(prefix)]
+    return [trainer.TrainSequence(shared + [rng.randrange(VOCAB) for _ in range(length - prefix)], prefix, 25)
+            for _ in range(count)]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    base = tiny_qwen2()
+    heads = MTPHeads(base, "deepseek", num_layers=1, hidden_norm="post")
+    trainer.init_from_base(heads)
+    records = trainer.cache_targets(base, sequences(), tmp_path / "cache", top_k=8, hidden_norm="post")
+    return base, heads, records
+
+
+CONFIG = dict(steps=12, origins=8, chain_steps=3, top_k=8, lr=3e-3, warmup=2, checkpoint_every=4)
+
+
+def test_cached_targets_with_a_shared_prefix_equal_a_full_forward(setup, tmp_path):
+    base, _, records = setup
+    sequence = sequences()[1]
+    alone = trainer.base_targets(base, trainer.TrainSequence(sequence.tokens, 0, 25), 8, "post", {})
+    start = sequence.prefix_len
+    torch.testing.assert_close(records[1].hidden.float(), alone.hidden[start:].float(), atol=2e-3, rtol=1e-3)
+    assert torch.equal(records[1].top_ids[:, 0], alone.top_ids[start:, 0])
+
+
+def test_chained_training_forward_is_the_inference_draft(setup):
+    _, heads, records = setup
+    record = records[0]
+    origins = torch.tensor([3, 12, 20])
+    tokens = record.tokens.tolist()
+    with torch.no_grad():
+        outs = trainer.chained_outputs(heads, record, origins, steps=3)
+        for i, origin in enumerate(origins.tolist()):
+            state = heads.new_state()
+            heads.extend(state, record.hidden[:origin + 1].float(), tokens[record.start + 1:record.start + origin + 2])
+            torch.testing.assert_close(heads.logits(0, outs[0][i]), heads.logits(0, state.last_block_out[0, -1]))
+            # step 3 with the corpus tokens as the known tail is what the chained forward computed
+            tail = tokens[record.start + origin + 2:record.start + origin + 4]
+            drafted, _ = heads.draft(state, tail, 1)
+            assert drafted == [int(heads.logits(0, outs[2][i]).argmax())]
+
+
+def test_training_lowers_the_loss_on_fixed_origins(setup):
+    _, heads, records = setup
+    vocab, index = trainer.training_vocab(records, VOCAB)
+    config = trainer.TrainConfig(**{**CONFIG, "steps": 40, "lr": 3e-2})
+    fixed = [(r, trainer.sample_origins(r, 8, 3, random.Random(1))) for r in records]
+
+    def excess_loss() -> float:
+        # soft cross-entropy above its floor, the targets' own entropy (the loss of a perfect student)
+        with torch.no_grad():
+            total = 0.0
+            for record, origins in fixed:
+                total += float(trainer.step_loss(heads, record, origins, config, vocab, index))
+                floor = 0.0
+                for step in range(1, config.chain_steps + 1):
+                    p = record.top_probs[origins + step].float()
+                    p = p / p.sum(-1, keepdim=True)
+                    floor += config.step_decay ** (step - 1) * float(-(p * p.log()).sum(-1).mean())
+                total -= floor / sum(config.step_decay ** j for j in range(config.chain_steps))
+            return total
+
+    before = excess_loss()
+    trainer.train(heads, records, config)
+    assert excess_loss() < 0.85 * before
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_continues_the_interrupted_run_exactly(setup, tmp_path):
+    _, heads, records = setup
+    initial = {k: v.clone() for k, v in heads.state_dict().items()}
+    whole = trainer.train(heads, records, trainer.TrainConfig(**CONFIG))
+    straight = {k: v.clone() for k, v in heads.state_dict().items()}
+
+    def kill_at_step_7(phase, done, total, info):
+        if done == 7:
+            raise Killed
+
+    heads.load_state_dict(initial)
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Killed):
+        trainer.train(heads, records, trainer.TrainConfig(**CONFIG), checkpoint, on_progress=kill_at_step_7)
+    heads.load_state_dict(initial)  # the resumed run must take everything from the checkpoint (step 4)
+    resumed = trainer.train(heads, records, trainer.TrainConfig(**CONFIG), checkpoint, resume=True)
+    assert resumed.steps == 12
+    torch.testing.assert_close(resumed.losses, whole.losses)
+    for name, tensor in heads.state_dict().items():
+        torch.testing.assert_close(tensor, straight[name])
+
+
+def test_saved_heads_reload_in_the_qwen3_5_layout_with_the_same_logits(setup, tmp_path):
+    base, heads, records = setup
+    trainer.train(heads, records, trainer.TrainConfig(**{**CONFIG, "steps": 4}))
+    path = tmp_path / "mtp.safetensors"
+    trainer.save_heads(heads, path, layout="qwen3_5", dtype=torch.float32)
+    loaded = load_mtp_heads(path, base)
+    assert loaded.layout.name == "qwen3_5" and loaded.hidden_norm == "post"
+    record, tokens = records[2], records[2].tokens.tolist()
+    drafts = []
+    for mtp in (heads, loaded):
+        state = mtp.new_state()
+        mtp.extend(state, record.hidden[:20].float(), tokens[record.start + 1:record.start + 21])
+        with torch.no_grad():
+            drafts.append((mtp.logits(0, state.last_block_out[0, -1]), mtp.draft(state, [], 4)[0]))
+    torch.testing.assert_close(drafts[0][0], drafts[1][0], atol=1e-5, rtol=1e-5)
+    assert drafts[0][1] == drafts[1][1]
+
+
+def test_evaluate_reports_acceptance_in_range(setup):
+    _, heads, records = setup
+    result = trainer.evaluate(heads, records[:2], steps=3, origins_per_sequence=8)
+    for scope in ("all", "focus"):
+        assert len(result[scope]["accept"]) == 3
+        assert all(0.0 <= a <= 1.0 for a in result[scope]["accept"] + result[scope]["top1"])
+    assert result["all"]["origins"] == 16
+
+
+def test_load_default_heads_finds_native_tensors_in_a_folder_and_none_without(setup, tmp_path):
+    base, heads, _ = setup
+    folder = tmp_path / "model"
+    base.save_pretrained(folder)
+    assert load_default_heads(str(folder), base) is None
+    assert load_default_heads(str(tmp_path / "missing.gguf"), base) is None
+    trainer.save_heads(heads, folder / "mtp.safetensors", dtype=torch.float32)
+    found = load_default_heads(str(folder), base)
+    assert found is not None and found.layout.name == "qwen3_5"
+
+
+def test_corpus_answers_apply_to_give_the_new_text(tmp_path):
+    rng = random.Random(3)
+    source = "\n".join(f"def f{i}(x):\n    total = x + {i}\n    return total\n" for i in range(12))
+    text = window(source, rng)
+    new, instruction = mutate(text, rng)
+    assert new != text and instruction
+    pair = EditPair("m.py", "m.py", text, new, instruction)
+    patch = apply_patch.parse(answer("apply_patch", pair))
+    [change] = apply_patch.apply(MemoryFiles({"m.py": text}), patch, target="m.py")
+    assert change.new_text == new
+    assert ot.apply_text(text, ot.parse(answer("ot", pair))) == new
+    old_version = source
+    new_version = source.replace("total = x + 5", "total = x - 5")
+    windows = list(diff_windows(old_version, new_version, rng))
+    assert len(windows) == 1 and "x + 5" in windows[0][0] and "x - 5" in windows[0][1]
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "decoding" / "heads" / SHIPPED_HEADS["default"]
+
+
+def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
+    card = json.loads((SHIPPED / "card.json").read_text(encoding="utf-8"))
+    assert card["base_sha256"] == REGISTRY["default"].sha256
+    assert (SHIPPED / HEADS_FILE).stat().st_size <= 60 * 2**20
+    with safe_open(str(SHIPPED / HEADS_FILE), framework="pt") as handle:
+        assert handle.metadata() == {"layout": "qwen3_5", "hidden_norm": "post"}
+        assert all(name.startswith("mtp.") for name in handle.keys())
+
+
+@pytest.mark.slow
+def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
+    from decoding.drafters import MTPDrafter
+    from decoding.generate import Generator
+    from decoding.loading import load_model
+
+    model, tokenizer = load_model("default")
+    heads = load_default_heads("default", model)
+    assert heads is not None and heads.layout.name == "qwen3_5"
+    prompt = tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", add_special_tokens=False)
+    plain = Generator(model, tokenizer).generate(prompt, max_new_tokens=24)
+    drafted = Generator(model, tokenizer, drafters=[MTPDrafter(heads)], max_draft=2, adaptive=False).generate(
+        prompt, max_new_tokens=24)
+    assert drafted.tokens == plain.tokens
+    assert drafted.stats.accepted_per_drafter.get("mtp", 0) > 0
