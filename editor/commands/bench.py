@@ -42,7 +42,7 @@ def bench_quality(
     format: str = typer.Option("all", "--format", "-f", help="A format, or all (every format and whole)."),
     model: str = typer.Option("default", "--model", "-m"),
     limit: int = typer.Option(None, "--limit", help="Only the first N items."),
-    quantize: str = typer.Option("none", "--quantize"),
+    quantize: str = typer.Option("int8", "--quantize"),
     max_retries: int = typer.Option(0, "--max-retries"),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
