@@ -146,9 +146,9 @@ def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def default_editor():
-    from decoding.models import get_spec, is_installed
+    from decoding.models import REGISTRY, is_installed
 
-    if not is_installed(get_spec("default")):
+    if not is_installed(REGISTRY["default"]):
         pytest.skip("the default model is not installed: run `edit model install default`")
     return Editor("default")
 
