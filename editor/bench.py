@@ -83,7 +83,8 @@ def quality(editor: Editor, items: list[Item], formats: list[str], on_item=None)
     return results
 
 
-DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp+copy")
+# "mtp k=N": MTP drafts of exactly N tokens (no adaptive length); "mtp": adaptive, up to 8.
+DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp k=1", "mtp k=2", "mtp k=3", "mtp k=4", "mtp+copy")
 
 
 def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: int = 96,
@@ -112,8 +113,10 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                 drafters = {"plain": [], "copy": [CopyDrafter(source)]}.get(config)
                 if drafters is None:
                     mtp = MTPDrafter(heads)
-                    drafters = [mtp] if config == "mtp" else [CombinedDrafter(mtp, CopyDrafter(source))]
-                generator = Generator(model, tokenizer, drafters=drafters)
+                    drafters = [CombinedDrafter(mtp, CopyDrafter(source))] if config == "mtp+copy" else [mtp]
+                fixed_k = int(config.split("k=")[1]) if "k=" in config else None
+                generator = Generator(model, tokenizer, drafters=drafters, max_draft=fixed_k or 8,
+                                      adaptive=fixed_k is None)
                 generator.generate(prompt_ids, None, max_new_tokens=1)  # prefill outside the timing
                 result = generator.generate(prompt_ids, constraint, max_new_tokens=max_new_tokens)
                 s = result.stats

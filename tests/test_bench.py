@@ -54,3 +54,15 @@ def test_quality_scores_each_format(tiny):
         assert r["mean_prompt_tokens"] > 0
     table = markdown_quality({"benchmark": "editeval", "model": "tiny", "items": 1, "results": results})
     assert "| whole |" in table
+
+
+def test_decode_sweeps_mtp_draft_lengths(tiny):
+    from decoding.mtp import MTPHeads
+
+    model, tokenizer, items = tiny
+    heads = MTPHeads(model, "qwen3_5")
+    rows = decode(model, tokenizer, items, heads=heads, max_new_tokens=8,
+                  configs=("plain", "mtp k=1", "mtp k=3", "mtp+copy"), grammar_modes=(True,))
+    assert [row["config"] for row in rows] == ["plain +grammar", "mtp k=1 +grammar", "mtp k=3 +grammar",
+                                               "mtp+copy +grammar"]
+    assert all(row["identical_to_plain"] for row in rows)
