@@ -57,7 +57,9 @@ def settings(mtp: MTPDrafter, copy: CopyDrafter) -> list[tuple[str, list, int, b
                    ("copy", [copy], 8, True)]
 
 
-def run(model_spec: str, heads_path: Path | None, count: int, max_new_tokens: int) -> dict:
+def run(model_spec: str, heads_path: Path | None, count: int, max_new_tokens: int,
+        on_item=lambda report: None) -> dict:
+    """The report over all items; `on_item(report so far)` after each item (a long run keeps its results)."""
     model, tokenizer = load_model(model_spec)
     heads = load_mtp_heads(heads_path, model) if heads_path else load_default_heads(model_spec, model)
     if heads is None:
@@ -85,6 +87,11 @@ def run(model_spec: str, heads_path: Path | None, count: int, max_new_tokens: in
             row["proposed"] += sum(stats.proposed_per_drafter.values())
             row["accepted"] += sum(stats.accepted_per_drafter.values())
             outputs.setdefault(name, []).append(generation.tokens)
+        on_item(summary(model_spec, max_new_tokens, totals, outputs))
+    return summary(model_spec, max_new_tokens, totals, outputs)
+
+
+def summary(model_spec: str, max_new_tokens: int, totals: dict[str, dict], outputs: dict[str, list]) -> dict:
     results = {}
     for name, row in totals.items():
         results[name] = {
@@ -120,10 +127,13 @@ def main() -> None:
     parser.add_argument("--heads", type=Path, default=None, help="an mtp.safetensors (default: the shipped heads)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    report = run(args.model, args.heads, args.items, args.max_new_tokens)
+
+    def save(report: dict) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    report = run(args.model, args.heads, args.items, args.max_new_tokens, on_item=save)
     print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

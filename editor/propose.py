@@ -86,6 +86,7 @@ class Editor:
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
                  spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int = 1024, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = False):
+        from decoding.drafters import MTPDrafter
         from decoding.generate import Generator
 
         if model_obj is None:
@@ -98,6 +99,9 @@ class Editor:
                 mtp_heads = load_default_heads(model, model_obj)
         self.model, self.tokenizer = model_obj, tokenizer
         self.mtp_heads = mtp_heads
+        # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix
+        # that the generator's KV cache keeps between calls; a new drafter per call would lack them.
+        self.mtp_drafter = MTPDrafter(mtp_heads) if mtp_heads is not None else None
         self.spec = spec
         self.max_retries = max_retries
         self.temperature = temperature
@@ -156,7 +160,7 @@ class Editor:
         return (path or "input.txt"), str(path_or_text)
 
     def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
-        from decoding.drafters import CombinedDrafter, CopyDrafter, MTPDrafter
+        from decoding.drafters import CombinedDrafter, CopyDrafter
 
         prompt_ids, constraint = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
                                                language=language, feedback=feedback,
@@ -166,8 +170,8 @@ class Editor:
         drafters = []
         if self.spec:
             copy = CopyDrafter([file_ids])
-            if self.mtp_heads is not None:
-                drafters.append(CombinedDrafter(MTPDrafter(self.mtp_heads), copy))
+            if self.mtp_drafter is not None:
+                drafters.append(CombinedDrafter(self.mtp_drafter, copy))
             else:
                 drafters.append(copy)
         self.generator.drafters = drafters

@@ -169,3 +169,19 @@ def test_real_default_model_makes_the_readme_demo_edit(default_editor):
     result = default_editor.edit(demo, "Replace every print call with logger.info")
     assert result.ok and result.format == "rule", result.diagnostics
     assert result.new_text == demo.read_text().replace("print(", "logger.info(")
+
+
+def test_mtp_drafter_lives_as_long_as_the_generator_cache(taught):
+    """The generator keeps its KV cache between edits, so the MTP drafter (which holds the hidden
+    states of that cached prefix) must be the same object from one edit to the next."""
+    from decoding.mtp import MTPHeads
+
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=40,
+                    mtp_heads=MTPHeads(model, "qwen3_5"))
+    first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    drafter = editor.mtp_drafter
+    second = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    assert editor.mtp_drafter is drafter
+    assert editor.generator.drafters[0].mtp is drafter
+    assert second.edit_text == first.edit_text
