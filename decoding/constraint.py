@@ -36,10 +36,14 @@ class Constraint(Protocol):
 
 
 def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """logits [..., vocab], mask bool [vocab] -> logits with the disallowed tokens at -inf."""
+    """logits [..., V], mask bool [V'] -> logits with the disallowed tokens at -inf. A mask shorter
+    than the logits (a tokenizer vocabulary shorter than the padded logits) allows none of the rest."""
     if mask is None:
         return logits
-    return logits.masked_fill(~mask.to(logits.device), float("-inf"))
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    n = min(logits.shape[-1], mask.shape[-1])
+    keep[:n] = mask[:n].to(logits.device)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 # (name or id, vocab size, EOS ids) -> (the HF tokenizer, kept so its id is not reused; wrapper)

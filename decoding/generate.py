@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from decoding.constraint import apply_mask
 from decoding.drafters import Draft, Drafter, HiddenStates
 
 
@@ -62,16 +63,6 @@ class Generation:
 
 
 # --- sampling --------------------------------------------------------------------------------------------------
-
-
-def apply_mask(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    # logits: [V]; allowed: bool [V'] (the tokenizer's vocabulary may be shorter than the padded logits)
-    if allowed is None:
-        return logits
-    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    n = min(logits.shape[-1], allowed.shape[-1])
-    keep[:n] = allowed[:n].to(logits.device)
-    return logits.masked_fill(~keep, float("-inf"))
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:

@@ -204,11 +204,3 @@ def _summary(result: ApplyResult, shown: list, dry_run: bool) -> str:
     if unknown:
         parts.append(f"not validated: unknown language ({', '.join(unknown)})")
     return "; ".join(parts)
-
-
-# The first names of these helpers, still imported by hooks.py and rules.py.
-_usage = usage_error
-
-
-def _print_diff(out: Console, diff: str) -> None:
-    print_diff(diff, out)
