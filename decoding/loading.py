@@ -24,6 +24,7 @@ from .models import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path,
 HEADS_DIR = Path(__file__).parent / "heads"
 SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
 HEADS_FILE = "mtp.safetensors"
+DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
 Quantize = Literal["none", "int8"]
 QUANTIZE_MODES = get_args(Quantize)
@@ -37,12 +38,16 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     """
     import torch
 
+    from .small_batch import speed_up_small_batches
+
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
     torch.set_num_threads(thread_count(threads))
     model, tokenizer = load_pretrained(resolve(spec))
     if quantize == "int8":
         model = quantize_int8(model)
+    else:
+        speed_up_small_batches(model)
     return model.eval(), tokenizer
 
 
@@ -202,7 +207,7 @@ def load_default_heads(spec: str | None, model):
             return None
         if json.loads(card.read_text(encoding="utf-8")).get("base_sha256") != REGISTRY[name].sha256:
             return None
-        return load_mtp_heads(folder / HEADS_FILE, model, layout="qwen3_5")
+        return load_heads_file(folder, model)
     path = Path(spec).expanduser()
     if not path.is_dir():
         return None
@@ -211,6 +216,21 @@ def load_default_heads(spec: str | None, model):
     except MTPError:  # the folder holds no MTP tensors
         return None
     return load_mtp_heads(path, model)
+
+
+def load_heads_file(path: Path, model):
+    """Heads saved by `edit model train-mtp`: its mtp.safetensors (or a folder holding it) and, next to
+    it, the draft vocabulary they were trained on, if there is one."""
+    from safetensors.torch import load_file
+
+    from .mtp import load_mtp_heads
+
+    path = Path(path)
+    file = path / HEADS_FILE if path.is_dir() else path
+    heads = load_mtp_heads(file, model)
+    if (file.parent / DRAFT_VOCAB_FILE).is_file():
+        heads.restrict_draft_vocab(load_file(str(file.parent / DRAFT_VOCAB_FILE))["token_ids"])
+    return heads
 
 
 def safetensors_names(folder: Path) -> list[str]:

@@ -39,6 +39,8 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
+from decoding.small_batch import speed_up_small_batches
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -148,6 +150,7 @@ class MTPHeads(nn.Module):
         )
         reference = base_model.get_output_embeddings().weight
         self.to(device=reference.device, dtype=reference.dtype)
+        self._draft_vocab: tuple[torch.Tensor, list[nn.Linear]] | None = None  # see restrict_draft_vocab
 
     @property
     def base(self) -> nn.Module:
@@ -180,6 +183,41 @@ class MTPHeads(nn.Module):
         layer = self.layers[index]
         head = layer.head if layer.head is not None else self.base.get_output_embeddings()
         return head(layer.final_norm(block_out))
+
+    def restrict_draft_vocab(self, token_ids: torch.Tensor | None) -> None:
+        """Draft only among `token_ids` (sorted, unique), or among all tokens again with None.
+
+        The full lm_head is 152k rows for Qwen models: one draft step through it costs as much as a
+        quarter of a target forward, which is most of what a draft costs. A vocabulary of the tokens the
+        heads were trained on (EAGLE-3 does the same) cuts that to a few per cent; a token outside it is
+        never drafted, which costs acceptance, never correctness. The rows are copied once here."""
+        self._draft_vocab = None
+        if token_ids is None:
+            return
+        vocab = self.base.get_output_embeddings().weight.shape[0]
+        token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+        if token_ids.ndim != 1 or len(token_ids) == 0 or int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab:
+            raise MTPError(f"a draft vocabulary must be a non-empty list of token ids below {vocab}")
+        heads = []
+        for layer in self.layers:
+            full = layer.head if layer.head is not None else self.base.get_output_embeddings()
+            part = nn.Linear(full.in_features, len(token_ids), bias=full.bias is not None)
+            part.weight = nn.Parameter(full.weight.detach()[token_ids].contiguous(), requires_grad=False)
+            if full.bias is not None:
+                part.bias = nn.Parameter(full.bias.detach()[token_ids].contiguous(), requires_grad=False)
+            heads.append(speed_up_small_batches(part))
+        # Kept out of the module tree (a tuple) so state_dict and the checkpoint names stay the layout's.
+        self._draft_vocab = (token_ids, heads)
+
+    def draft_logits(self, index: int, block_out: torch.Tensor) -> torch.Tensor:
+        # block_out: [H] -> [V] logits, -inf outside the draft vocabulary when one is set
+        if self._draft_vocab is None:
+            return self.logits(index, block_out)
+        token_ids, heads = self._draft_vocab
+        vocab = self.base.get_output_embeddings().weight.shape[0]
+        full = torch.full((vocab,), float("-inf"), dtype=torch.float32)
+        full[token_ids] = heads[index](self.layers[index].final_norm(block_out)).float()
+        return full
 
     @torch.no_grad()
     def extend(self, state: MTPState, hidden: torch.Tensor, next_tokens: list[int]) -> None:
@@ -216,7 +254,7 @@ class MTPHeads(nn.Module):
             for token in known_tail:
                 chain(token)
             for step in range(k):
-                logits = self.logits(index, block_out[0, -1]).float()  # [V]
+                logits = self.draft_logits(index, block_out[0, -1]).float()  # [V]
                 if temperature > 0:
                     q = torch.softmax(logits / temperature, dim=-1)
                     token = int(torch.multinomial(q, 1, generator=rng))
@@ -375,7 +413,7 @@ def load_mtp_heads(source, base_model, layout: str = "auto", hidden_norm: str | 
         if tensor.shape != expected:
             raise MTPError(f"{names[internal]}: shape {tuple(tensor.shape)}, the base model needs {tuple(expected)}")
     heads.load_state_dict(state)
-    return heads.eval()
+    return speed_up_small_batches(heads).eval()
 
 
 def convert_state(heads: MTPHeads, layout: str) -> dict[str, torch.Tensor]:

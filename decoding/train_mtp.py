@@ -259,6 +259,14 @@ def training_vocab(records: list[CachedSequence], vocab_size: int) -> tuple[torc
     return vocab, index
 
 
+def draft_vocabulary(records: list[CachedSequence], vocab_size: int, first_ids: int = 32768) -> torch.Tensor:
+    """The tokens the heads may draft (`MTPHeads.restrict_draft_vocab`), [V'] sorted: every token the training
+    data uses (so the chat and end-of-turn tokens) and the `first_ids` lowest ids, which byte-level BPE
+    vocabularies give to their earliest, most frequent merges (other languages than the corpus's)."""
+    used, _ = training_vocab(records, vocab_size)
+    return torch.unique(torch.cat([used, torch.arange(min(first_ids, vocab_size))]))
+
+
 def sample_origins(record: CachedSequence, count: int, steps: int, rng: random.Random) -> torch.Tensor:
     """Up to `count` pair indices with `steps` draft steps inside the sequence, half from the focus part."""
     last = record.pairs - steps  # origin o needs the token at start + o + steps
@@ -428,6 +436,12 @@ def evaluate(heads: MTPHeads, records: list[CachedSequence], steps: int = 4, ori
 
 
 # --- saving -------------------------------------------------------------------------------------------------
+
+
+def save_draft_vocab(token_ids: torch.Tensor, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"token_ids": token_ids.to(torch.int64).contiguous()}, str(path))
 
 
 def save_heads(heads: MTPHeads, path: Path, layout: str = "qwen3_5", dtype: torch.dtype = torch.float16) -> None:

@@ -88,14 +88,19 @@ DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp k=1", "mtp k=2", "mtp k=3", "mtp 
 
 
 def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: int = 96,
-           configs=DECODE_CONFIGS, grammar_modes=(True, False)) -> list[dict]:
+           configs=DECODE_CONFIGS, grammar_modes=(True, False), on_row=None) -> list[dict]:
     """Decoding speed of apply_patch outputs for the items: each config against plain, same weights, one run.
 
     The prompt is prefilled once per item before timing (its KV cache is reused), so tokens/s is decoding
-    speed. `identical_to_plain`: the config produced exactly plain greedy's tokens on every item."""
+    speed; the MTP heads' own pass over the prompt pairs happens at their first draft and is timed.
+    `mean_accepted`: tokens per verification, the target's own token included; `draft_acceptance`:
+    accepted / drafted tokens; `identical_to_plain`: the config produced exactly plain greedy's tokens on
+    every item. `on_row(rows so far)` after each config (a long run keeps what it measured)."""
     from decoding.drafters import CombinedDrafter, CopyDrafter, MTPDrafter
     from decoding.generate import Generator
 
+    if not configs or configs[0] != "plain":
+        raise ValueError(f"decode configs must start with plain, the reference of the others; got {configs}")
     vocab = model.get_output_embeddings().out_features
     eos = Generator(model, tokenizer).eos_token_ids
     wanted = [c for c in configs if heads is not None or "mtp" not in c]
@@ -103,7 +108,8 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
     for use_grammar in grammar_modes:
         reference: dict[str, list[int]] = {}
         for config in wanted:
-            totals = {"tokens": 0, "seconds": 0.0, "calls": 0, "steps": 0, "verified": 0, "grammar": 0.0}
+            totals = {"tokens": 0, "seconds": 0.0, "calls": 0, "steps": 0, "verified": 0, "grammar": 0.0,
+                      "proposed": 0, "accepted": 0}
             identical = True
             for item in items:
                 prompt_ids, constraint = build_request(
@@ -126,19 +132,22 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                 totals["steps"] += s.verifications
                 totals["verified"] += s.verified_tokens
                 totals["grammar"] += s.grammar_seconds
+                totals["proposed"] += sum(s.proposed_per_drafter.values())
+                totals["accepted"] += sum(s.accepted_per_drafter.values())
                 if config == "plain":
                     reference[item.task_id] = result.tokens
                 identical &= result.tokens == reference.get(item.task_id)
             rows.append({"config": config + (" +grammar" if use_grammar else ""),
                          "tokens_per_s": totals["tokens"] / totals["seconds"],
                          "mean_accepted": totals["verified"] / max(1, totals["steps"]),
+                         "draft_acceptance": totals["accepted"] / totals["proposed"] if totals["proposed"] else None,
                          "model_calls_per_token": totals["calls"] / max(1, totals["tokens"]),
                          "grammar_us_per_token": 1e6 * totals["grammar"] / max(1, totals["tokens"]),
                          "identical_to_plain": identical})
-        plain = next(r for r in rows if r["config"] == "plain" + (" +grammar" if use_grammar else ""))
-        for row in rows:
-            if row["config"].endswith(" +grammar") == use_grammar:
-                row["speedup_vs_plain"] = row["tokens_per_s"] / plain["tokens_per_s"]
+            plain = next(r for r in rows if r["config"] == "plain" + (" +grammar" if use_grammar else ""))
+            rows[-1]["speedup_vs_plain"] = rows[-1]["tokens_per_s"] / plain["tokens_per_s"]
+            if on_row:
+                on_row(rows)
     return rows
 
 
@@ -154,12 +163,13 @@ def markdown_quality(report: dict) -> str:
 
 def markdown_decode(report: dict) -> str:
     lines = [f"{report['model']}, {report['items']} EditEval items, apply_patch outputs",
-             "", "| config | tokens/s | speed-up vs plain | tokens per model call | model calls per token "
-                 "| grammar µs/token | identical to plain |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "", "| config | tokens/s | speed-up vs plain | tokens per verification | draft acceptance "
+                 "| model calls per token | grammar µs/token | identical to plain |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["configs"]:
+        acceptance = "-" if r.get("draft_acceptance") is None else f"{r['draft_acceptance']:.2f}"
         lines.append(f"| {r['config']} | {r['tokens_per_s']:.2f} | {r['speedup_vs_plain']:.2f}x | "
-                     f"{r['mean_accepted']:.2f} | {r['model_calls_per_token']:.2f} | "
+                     f"{r['mean_accepted']:.2f} | {acceptance} | {r['model_calls_per_token']:.2f} | "
                      f"{r['grammar_us_per_token']:.0f} | {'yes' if r['identical_to_plain'] else 'NO'} |")
     return "\n".join(lines)
 

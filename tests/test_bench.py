@@ -66,3 +66,41 @@ def test_decode_sweeps_mtp_draft_lengths(tiny):
     assert [row["config"] for row in rows] == ["plain +grammar", "mtp k=1 +grammar", "mtp k=3 +grammar",
                                                "mtp+copy +grammar"]
     assert all(row["identical_to_plain"] for row in rows)
+    assert rows[0]["draft_acceptance"] is None
+    assert all(0.0 <= row["draft_acceptance"] <= 1.0 for row in rows[1:])
+    with pytest.raises(ValueError, match="start with plain"):
+        decode(model, tokenizer, items, heads=heads, configs=("copy", "plain"))
+
+
+def test_bench_decode_command_measures_given_heads_with_their_draft_vocabulary(tiny, tmp_path):
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_heads_file
+    from decoding.mtp import MTPHeads
+    from decoding.train_mtp import save_draft_vocab, save_heads
+    from editor.cli import app
+
+    model, tokenizer, _ = tiny
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "heads").mkdir()
+    save_heads(MTPHeads(model, "qwen3_5"), tmp_path / "heads" / HEADS_FILE, dtype=torch.float32)
+    save_draft_vocab(torch.arange(0, len(tokenizer), 2), tmp_path / "heads" / DRAFT_VOCAB_FILE)
+    loaded = load_heads_file(tmp_path / "heads", model)
+    assert loaded._draft_vocab[0].tolist() == list(range(0, len(tokenizer), 2))
+    assert load_heads_file(tmp_path / "heads" / HEADS_FILE, model)._draft_vocab is not None
+    out = tmp_path / "decode.json"
+    result = CliRunner().invoke(app, ["bench", "decode", "--model", str(tmp_path / "model"), "--limit", "1",
+                                      "--max-new-tokens", "6", "--grammar", "off", "--heads",
+                                      str(tmp_path / "heads"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [row["config"] for row in report["configs"]] == ["plain", "copy", "mtp", "mtp k=1", "mtp k=2",
+                                                           "mtp k=3", "mtp k=4", "mtp+copy"]
+    assert all(row["identical_to_plain"] for row in report["configs"])
+    assert "| mtp k=2 |" in result.stdout
+    bad = CliRunner().invoke(app, ["bench", "decode", "--model", str(tmp_path / "model"), "--grammar", "maybe"])
+    assert bad.exit_code != 0 and "on, off or both" in bad.output

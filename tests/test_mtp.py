@@ -234,3 +234,33 @@ def test_sampled_mtp_drafts_return_their_distribution(base):
     assert draft.probs.shape == (3, 128)
     torch.testing.assert_close(draft.probs.sum(-1), torch.ones(3))
     assert all(draft.probs[i, t] > 0 for i, t in enumerate(draft.tokens))
+
+
+def test_a_restricted_draft_vocabulary_drafts_the_best_token_inside_it(base):
+    heads = random_heads(base, "qwen3_5", seed=17)
+    hidden = torch.randn(6, 64, generator=torch.Generator().manual_seed(8))
+    state = heads.new_state()
+    heads.extend(state, hidden, list(range(30, 36)))
+    full_draft, _ = heads.draft(state, [], 3)
+    names = set(heads.state_dict())
+
+    heads.restrict_draft_vocab(torch.arange(128))  # every token: the same drafts
+    assert heads.draft(state, [], 3)[0] == full_draft
+    allowed = torch.tensor(sorted(set(range(0, 128, 3)) - {full_draft[0]}))
+    heads.restrict_draft_vocab(allowed)
+    restricted, _ = heads.draft(state, [], 3)
+    logits = heads.logits(0, state.last_block_out[0, -1])
+    assert restricted[0] == int(allowed[logits[allowed].argmax()]) != full_draft[0]
+    assert set(restricted) <= set(allowed.tolist())
+    _, probs = heads.draft(state, [], 2, temperature=1.0, rng=torch.Generator().manual_seed(0))
+    outside = torch.ones(128, dtype=torch.bool)
+    outside[allowed] = False
+    assert probs[:, outside].sum() == 0
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2))
+    assert set(heads.state_dict()) == names  # the checkpoint names stay the layout's
+
+    heads.restrict_draft_vocab(None)
+    assert heads.draft(state, [], 3)[0] == full_draft
+    for bad in ([], [5, 128], [-1]):
+        with pytest.raises(MTPError, match="draft vocabulary"):
+            heads.restrict_draft_vocab(torch.tensor(bad, dtype=torch.long))

@@ -17,22 +17,36 @@ def bench_decode(
     limit: int = typer.Option(4, "--limit", help="EditEval items to decode."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
     quantize: str = typer.Option("none", "--quantize"),
-    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
+    heads: Path = typer.Option(None, "--heads", exists=True,
+                               help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
+                                    "or a folder holding one (and draft_vocab.safetensors, if any)."),
+    grammar: str = typer.Option("both", "--grammar", help="on, off or both: decode with the apply_patch grammar."),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
 ) -> None:
-    """Decoding speed: plain / copy / MTP / MTP+copy, grammar on and off, speed-ups measured in one run."""
-    from decoding.loading import load_default_heads, load_model
+    """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
+    from decoding.loading import load_default_heads, load_heads_file, load_model
 
     from ..bench import decode, load_items, markdown_decode
 
+    modes = {"on": (True,), "off": (False,), "both": (True, False)}
+    if grammar not in modes:
+        raise typer.BadParameter(f"expected on, off or both, not {grammar!r}", param_hint="--grammar")
     err = Console(stderr=True)
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
-        heads = load_default_heads(model, model_obj)
+        mtp_heads = load_heads_file(heads, model_obj) if heads else load_default_heads(model, model_obj)
     items = load_items("editeval", limit)
-    report = {"model": f"{model} ({quantize})", "items": len(items),
-              "configs": decode(model_obj, tokenizer, items, heads=heads, max_new_tokens=max_new_tokens)}
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2))
+    report = {"model": f"{model} ({quantize})", "items": len(items), "max_new_tokens": max_new_tokens,
+              "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None, "configs": []}
+
+    def save(rows: list[dict]) -> None:
+        report["configs"] = rows
+        err.print(f"{rows[-1]['config']}: {rows[-1]['tokens_per_s']:.2f} tokens/s", highlight=False)
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    decode(model_obj, tokenizer, items, heads=mtp_heads, max_new_tokens=max_new_tokens,
+           grammar_modes=modes[grammar], on_row=save)
     print(markdown_decode(report))
 
 

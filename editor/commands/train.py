@@ -30,13 +30,15 @@ def train_mtp(
     cache_share: float = typer.Option(0.45, "--cache-share", min=0.05, max=0.9,
                                       help="Share of --minutes for caching the base model's targets."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: $EDIT_THREADS or 2)."),
+    origins: int = typer.Option(48, "--origins", min=1, help="Loss origins sampled per sequence and step."),
+    lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train MTP heads by self-distillation on code and edit outputs, then measure held-out acceptance."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from decoding import train_mtp as trainer
-    from decoding.loading import HEADS_FILE, load_model
+    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_model
     from decoding.models import ModelError
     from decoding.mtp import MTPHeads
     from editor.mtp_corpus import build_corpus
@@ -49,7 +51,7 @@ def train_mtp(
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_REJECTED) from None
     out.mkdir(parents=True, exist_ok=True)
-    config = trainer.TrainConfig(steps=steps, seed=seed)
+    config = trainer.TrainConfig(steps=steps, seed=seed, origins=origins, lr=lr)
     err.print("building the corpus ...")
     train_seqs, eval_seqs = build_corpus(tokenizer, data, train_sequences=sequences,
                                          eval_sequences=eval_sequences, seed=seed)
@@ -83,6 +85,8 @@ def train_mtp(
 
     layout = "qwen3_5" if heads == 1 else "deepseek"
     trainer.save_heads(mtp, out / HEADS_FILE, layout=layout)
+    draft_vocab = trainer.draft_vocabulary(records, base.get_output_embeddings().weight.shape[0])
+    trainer.save_draft_vocab(draft_vocab, out / DRAFT_VOCAB_FILE)
     card = {
         "base_model": model,
         "base_description": base_description(model),
@@ -99,6 +103,7 @@ def train_mtp(
                                                                 "packages for real diffs)",
                  "formats": "apply_patch 3 : ot 1"},
         "config": {k: v for k, v in vars(config).items()},
+        "draft_vocab": len(draft_vocab),
         "steps": result.steps,
         "final_loss": sum(result.losses[-20:]) / max(1, len(result.losses[-20:])),
         "cache_seconds": round(cache_seconds),

@@ -1,0 +1,52 @@
+"""Few-row Linear forwards (`decoding.small_batch`): the same function as F.linear, used only where it is
+faster (inference, few rows, large layers), and a whole model keeps its greedy output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from decoding import small_batch
+from decoding.small_batch import small_batch_forward, speed_up_small_batches
+from tests.test_generate import tiny_qwen2
+
+
+def large_linear(bias: bool) -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(512, 2048, bias=bias)  # 1M weights: at the threshold
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(512,), (1, 512), (1, 1, 512), (3, 512), (1, 5, 512), (2, 4, 512), (1, 12, 512)])
+def test_small_batch_forward_equals_f_linear(bias, shape):
+    layer = large_linear(bias)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        expected = nn.functional.linear(x, layer.weight, layer.bias)
+        got = small_batch_forward(layer, x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_only_large_float_linears_are_rerouted_and_training_keeps_f_linear():
+    model = nn.Sequential(large_linear(False), nn.ReLU(), nn.Linear(2048, 4))
+    speed_up_small_batches(model)
+    assert "forward" in vars(model[0]) and "forward" not in vars(model[2])
+    x = torch.randn(2, 512, requires_grad=True)
+    out = model[0](x)  # grad enabled: the F.linear path, bit for bit, with gradients
+    assert torch.equal(out, nn.functional.linear(x, model[0].weight))
+    out.sum().backward()
+    assert x.grad is not None and model[0].weight.grad is not None
+
+
+def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):
+    model = tiny_qwen2()
+    prompt = torch.tensor([[5, 17, 33, 9, 60, 2]])
+    with torch.inference_mode():
+        expected = model.generate(prompt, max_new_tokens=12, do_sample=False)
+        monkeypatch.setattr(small_batch, "MIN_WEIGHTS", 1)  # the tiny model's layers are all small
+        speed_up_small_batches(model)
+        assert any("forward" in vars(m) for m in model.modules() if isinstance(m, nn.Linear))
+        got = model.generate(prompt, max_new_tokens=12, do_sample=False)
+    assert got.tolist() == expected.tolist()
