@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .propose import FORMATS, Editor, build_request
+from .propose import FORMATS, Editor, build_request, copy_sources
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 BENCHMARKS = {"editeval": "editeval.jsonl", "humanevalfix": "humanevalfix_python.jsonl"}
@@ -115,7 +115,8 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                 prompt_ids, constraint = build_request(
                     tokenizer, "apply_patch", name="item.py", text=item.code, instruction=item.instruction,
                     language="python", eos_token_ids=eos, vocab_size=vocab, grammar=use_grammar)
-                source = [tokenizer.encode(item.code, add_special_tokens=False)]
+                source = [tokenizer.encode(text, add_special_tokens=False)
+                          for text in copy_sources("apply_patch", item.code)]
                 drafters = {"plain": [], "copy": [CopyDrafter(source)]}.get(config)
                 if drafters is None:
                     mtp = MTPDrafter(heads)

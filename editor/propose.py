@@ -70,6 +70,21 @@ def choose_format(instruction: str, language: str | None, text: str = "") -> str
     return "whole" if text.count("\n") <= WHOLE_MAX_LINES else "apply_patch"
 
 
+# Line formats quote a file's lines behind a one-character marker: " " for context, "-" for removal.
+QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
+
+
+def copy_sources(fmt: str, text: str) -> list[str]:
+    """The texts a copy drafter matches the output against: the file, and the file as `fmt` quotes it.
+
+    A patch's context lines are the file's lines behind a space, and BPE splits " " + line + " " + line
+    unlike line + line (the marker merges with the indentation, a blank line is "\n \n"): against the
+    plain file a copy draft breaks at every line start, against the quoted file it runs on through a
+    whole stretch of context or removed lines."""
+    lines = text.splitlines(keepends=True)
+    return [text] + ["".join(marker + line for line in lines) for marker in QUOTE_MARKERS.get(fmt, "")]
+
+
 def strip_fence(text: str) -> str:
     match = FENCE.search(text.strip() + "\n")
     return match.group(1) if match else text
@@ -169,7 +184,8 @@ class Editor:
         file_ids = self.tokenizer.encode(text, add_special_tokens=False)
         drafters = []
         if self.spec:
-            copy = CopyDrafter([file_ids])
+            copy = CopyDrafter([self.tokenizer.encode(source, add_special_tokens=False)
+                                for source in copy_sources(fmt, text)])
             if self.mtp_drafter is not None:
                 drafters.append(CombinedDrafter(self.mtp_drafter, copy))
             else:

@@ -114,6 +114,24 @@ def test_untaught_model_output_always_fits_the_grammar(untaught, fmt):
             assert problem["message"]
 
 
+def test_copy_sources_quote_the_file_as_line_formats_do():
+    from decoding.drafters import CopyDrafter
+    from editor.propose import copy_sources
+
+    text = "def f(x):\n    y = x + 1\n\n    return y\n"
+    assert copy_sources("whole", text) == [text]
+    assert copy_sources("apply_patch", text) == [text, " def f(x):\n     y = x + 1\n \n     return y\n",
+                                                 "-def f(x):\n-    y = x + 1\n-\n-    return y\n"]
+    # Character tokens: after a quoted context line, the plain file drafts the next line unquoted (rejected
+    # at its first token); the quoted file drafts it as the patch goes on.
+    def draft(sources):
+        drafter = CopyDrafter([[ord(c) for c in source] for source in sources], min_match=3)
+        return "".join(map(chr, drafter.propose([ord(c) for c in "@@\n def f(x):\n"], 10).tokens))
+
+    assert draft(copy_sources("whole", text)) == "    y = x "
+    assert draft(copy_sources("apply_patch", text)) == "     y = x"
+
+
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"
