@@ -226,3 +226,33 @@ def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
         prompt, max_new_tokens=24)
     assert drafted.tokens == plain.tokens
     assert drafted.stats.accepted_per_drafter.get("mtp", 0) > 0
+
+
+def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
+    from typer.testing import CliRunner
+
+    from decoding.loading import DRAFT_VOCAB_FILE, load_heads_file
+    from editor.cli import app
+    from tests.tiny_chat import chat_model, chat_tokenizer
+
+    sources = tmp_path / "src"
+    sources.mkdir()
+    for i in range(30):
+        body = "".join(f"    value_{j} = x * {i + j}\n" for j in range(14))
+        (sources / f"mod{i}.py").write_text(f"def f{i}(x):\n{body}    return value_0\n", encoding="utf-8")
+    tokenizer = chat_tokenizer((sources / "mod0.py").read_text())
+    chat_model(tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "heads"
+    result = CliRunner().invoke(app, ["model", "train-mtp", "--model", str(tmp_path / "model"), "--out", str(out),
+                                      "--data", str(sources), "--sequences", "6", "--eval-sequences", "2",
+                                      "--steps", "3", "--origins", "4", "--minutes", "5", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    assert card["steps"] == 3 and card["layout"] == "qwen3_5" and card["data"]["train_sequences"] == 6
+    assert card["config"]["origins"] == 4 and len(card["acceptance"]["all"]["accept"]) == 4
+    heads = load_heads_file(out, chat_model(tokenizer))
+    vocab = heads._draft_vocab[0]
+    assert len(vocab) == card["draft_vocab"] == len(set(vocab.tolist()))
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in vocab.tolist()
+    assert (out / DRAFT_VOCAB_FILE).is_file() and "Held-out acceptance" in (out / "README.md").read_text()

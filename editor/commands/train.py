@@ -24,7 +24,7 @@ def train_mtp(
                                            help="Source folders or files (default: the Python stdlib and "
                                                 "site-packages, whose vendored packages give real diffs)."),
     resume: bool = typer.Option(False, "--resume", help="Reuse the cache and continue from the checkpoint."),
-    minutes: float = typer.Option(40.0, "--minutes", min=1.0, help="Wall-time budget of the whole run."),
+    minutes: float = typer.Option(40.0, "--minutes", min=0.01, help="Wall-time budget of the whole run."),
     sequences: int = typer.Option(300, "--sequences", min=1, help="Most training sequences to cache."),
     eval_sequences: int = typer.Option(16, "--eval-sequences", min=1, help="Held-out sequences."),
     cache_share: float = typer.Option(0.45, "--cache-share", min=0.05, max=0.9,
@@ -78,7 +78,7 @@ def train_mtp(
                                         deadline=started + cache_share * 60 * minutes, **common)
         cache_seconds = time.time() - cache_started
         eval_reserve = 0.1 * minutes
-        config.minutes = max(1.0, minutes - (time.time() - started) / 60 - eval_reserve)
+        config.minutes = max(0.01, minutes - (time.time() - started) / 60 - eval_reserve)
         result = trainer.train(mtp, records, config, checkpoint, resume=resume, on_progress=on_progress)
         acceptance = trainer.evaluate(mtp, held_out, steps=4, origins_per_sequence=config.eval_origins,
                                       on_progress=on_progress)
@@ -153,6 +153,7 @@ Trained with `{card['command']}` on this repository's CPU trainer (`decoding/tra
 - layout: `{card['layout']}` ({card['mtp_layers']} layer; more draft steps chain it), fed the {card['hidden_norm']}-norm hidden state, stored {card['dtype']}
 - training: {card['training']}
 - data: {card['data']['train_sequences']} sequences ({card['data']['train_tokens']} tokens) of edit requests and answers; {card['data']['eval_sequences']} held-out sequences from other files
+- draft vocabulary: {card.get('draft_vocab', 'all')} tokens (`draft_vocab.safetensors`: the data's tokens and the lowest BPE ids; drafting skips the rest of the lm_head)
 - steps: {card['steps']}, final loss {card['final_loss']:.3f}; wall time {card['wall_seconds']} s (caching {card['cache_seconds']} s, training {card['train_seconds']} s)
 
 Held-out acceptance of draft step k (greedy, chained, given steps < k accepted; see `evaluate`):
