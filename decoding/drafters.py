@@ -140,14 +140,18 @@ class MTPDrafter(Drafter):
     came from the target, and is cropped back to that after each proposal.
 
     temperature 0: greedy drafts (q one-hot, `Draft.probs` None); > 0: sampled drafts with their q.
+    min_confidence: drafts end where the heads' own probability of the whole draft falls below it
+    (`MTPHeads.draft`); 0 drafts exactly k tokens.
     """
 
     name = "mtp"
     needs_hidden = True
 
-    def __init__(self, heads: MTPHeads, temperature: float = 0.0, seed: int | None = None):
+    def __init__(self, heads: MTPHeads, temperature: float = 0.0, seed: int | None = None,
+                 min_confidence: float = 0.0):
         self.heads = heads
         self.temperature = temperature
+        self.min_confidence = min_confidence
         self._rng = torch.Generator().manual_seed(seed) if seed is not None else None
         self._hidden: list[torch.Tensor] = []  # target hidden states of positions 0..n-1, in chunks of [T, H]
         self._hidden_len = 0
@@ -192,7 +196,8 @@ class MTPDrafter(Drafter):
         # Tokens after the last pair's token (e.g. grammar-forced ones) are fed with the heads' own hidden
         # state, then k tokens are drafted; all of these speculative pairs are cropped afterwards.
         known_tail = tokens[self._hidden_len + 1:]
-        drafted, probs = self.heads.draft(self._state, known_tail, k, self.temperature, self._rng)
+        drafted, probs = self.heads.draft(self._state, known_tail, k, self.temperature, self._rng,
+                                          self.min_confidence)
         return Draft(drafted, probs, self.name)
 
 

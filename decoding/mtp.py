@@ -233,14 +233,20 @@ class MTPHeads(nn.Module):
 
     @torch.no_grad()
     def draft(self, state: MTPState, known_tail: list[int], k: int, temperature: float = 0.0,
-              rng: torch.Generator | None = None) -> tuple[list[int], torch.Tensor | None]:
-        """Draft k tokens after the last synced pair and the already known tokens `known_tail` (which are fed
-        as chained steps). Returns (tokens, q [k, V] or None when greedy). The caches are left as they were."""
+              rng: torch.Generator | None = None, min_confidence: float = 0.0) -> tuple[list[int], torch.Tensor | None]:
+        """Draft up to k tokens after the last synced pair and the already known tokens `known_tail` (which
+        are fed as chained steps). Returns (tokens, q [len(tokens), V] or None when greedy). The caches are
+        left as they were.
+
+        min_confidence: stop before a token that would bring the draft's confidence, the product of the
+        heads' probabilities of its tokens, below this. A verification costs more the more tokens it
+        checks, so a draft the heads themselves doubt is better not sent (0: always draft k)."""
         if state.last_block_out is None or k <= 0:
             return [], None
         grown = [0] * len(self.layers)
         block_out, index, position = state.last_block_out, 0, state.length
         drafted, probs = [], []
+        confidence = 1.0
 
         def chain(token: int) -> None:
             nonlocal block_out, index, position
@@ -255,13 +261,14 @@ class MTPHeads(nn.Module):
                 chain(token)
             for step in range(k):
                 logits = self.draft_logits(index, block_out[0, -1]).float()  # [V]
-                if temperature > 0:
-                    q = torch.softmax(logits / temperature, dim=-1)
-                    token = int(torch.multinomial(q, 1, generator=rng))
-                    probs.append(q)
-                else:
-                    token = int(logits.argmax())
+                q = torch.softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
+                token = int(torch.multinomial(q, 1, generator=rng)) if temperature > 0 else int(logits.argmax())
+                confidence *= float(q[token])
+                if confidence < min_confidence:
+                    break
                 drafted.append(token)
+                if temperature > 0:
+                    probs.append(q)
                 if step < k - 1:
                     chain(token)
         finally:

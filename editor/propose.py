@@ -30,6 +30,9 @@ FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
 # rewrote short files correctly far more often than it patched them (docs/BENCHMARKS.md), copy drafting
 # makes rewriting a short file cheap, and past a screenful a patch is much the shorter output.
 WHOLE_MAX_LINES = 60
+# MTP drafts end where the heads' confidence in the whole draft falls below this (`MTPHeads.draft`):
+# chosen with `edit bench decode` (docs/BENCHMARKS.md, Decoding).
+MTP_MIN_CONFIDENCE = 0.4
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -116,7 +119,8 @@ class Editor:
         self.mtp_heads = mtp_heads
         # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix
         # that the generator's KV cache keeps between calls; a new drafter per call would lack them.
-        self.mtp_drafter = MTPDrafter(mtp_heads) if mtp_heads is not None else None
+        self.mtp_drafter = (MTPDrafter(mtp_heads, min_confidence=MTP_MIN_CONFIDENCE)
+                            if mtp_heads is not None else None)
         self.spec = spec
         self.max_retries = max_retries
         self.temperature = temperature

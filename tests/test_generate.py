@@ -121,6 +121,7 @@ def drafter_sets(model):
         "copy": lambda: ([copy()], 8),
         **{f"mtp_k{k}": (lambda k=k: ([MTPDrafter(heads)], k)) for k in (1, 2, 3, 4)},
         "mtp+copy": lambda: ([CombinedDrafter(MTPDrafter(heads), copy(), copy_min_len=3)], 6),
+        "mtp gated": lambda: ([MTPDrafter(heads, min_confidence=0.3)], 4),
     }
 
 

@@ -264,3 +264,23 @@ def test_a_restricted_draft_vocabulary_drafts_the_best_token_inside_it(base):
     for bad in ([], [5, 128], [-1]):
         with pytest.raises(MTPError, match="draft vocabulary"):
             heads.restrict_draft_vocab(torch.tensor(bad, dtype=torch.long))
+
+
+def test_min_confidence_ends_the_draft_where_the_heads_doubt_it(base):
+    heads = random_heads(base, "qwen3_5", seed=19)
+    hidden = torch.randn(6, 64, generator=torch.Generator().manual_seed(9))
+    state = heads.new_state()
+    heads.extend(state, hidden, list(range(40, 46)))
+    full, _ = heads.draft(state, [], 4)
+    # The confidence after each drafted token: the product of the heads' probabilities so far (q of a
+    # one-token draft after the earlier tokens, fed as known tokens, is the distribution greedy drafting saw).
+    confidence, product = [], 1.0
+    for j, token in enumerate(full):
+        _, q = heads.draft(state, full[:j], 1, temperature=1.0, rng=torch.Generator().manual_seed(0))
+        product *= float(q[0, token])
+        confidence.append(product)
+    assert confidence == sorted(confidence, reverse=True)
+    for cut in range(4):
+        threshold = confidence[cut] * 0.999 if cut == 3 else (confidence[cut] + confidence[cut + 1]) / 2
+        assert heads.draft(state, [], 4, min_confidence=threshold)[0] == full[:cut + 1]
+    assert heads.draft(state, [], 4, min_confidence=1.01)[0] == []
