@@ -50,3 +50,17 @@ def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):
         assert any("forward" in vars(m) for m in model.modules() if isinstance(m, nn.Linear))
         got = model.generate(prompt, max_new_tokens=12, do_sample=False)
     assert got.tolist() == expected.tolist()
+
+
+def test_bench_small_batch_times_both_paths(tmp_path, monkeypatch):
+    from bench import bench_small_batch
+    from tests.tiny_chat import chat_model, chat_tokenizer
+
+    tokenizer = chat_tokenizer()
+    chat_model(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    monkeypatch.setattr(small_batch, "MIN_WEIGHTS", 1)
+    monkeypatch.setattr(bench_small_batch, "LENGTHS", (1, 3))
+    report = bench_small_batch.run(str(tmp_path), context=16, repeats=1)
+    assert report["layers"] > 0 and [row["tokens"] for row in report["rows"]] == [1, 3]
+    assert "| 3 |" in bench_small_batch.markdown(report)
