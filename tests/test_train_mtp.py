@@ -209,6 +209,11 @@ def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
     with safe_open(str(SHIPPED / HEADS_FILE), framework="pt") as handle:
         assert handle.metadata() == {"layout": "qwen3_5", "hidden_norm": "post"}
         assert all(name.startswith("mtp.") for name in handle.keys())
+    with safe_open(str(SHIPPED / "draft_vocab.safetensors"), framework="pt") as handle:
+        vocab = handle.get_tensor("token_ids")
+    assert vocab.dtype == torch.int64 and len(vocab) == card["draft_vocab"]
+    assert torch.equal(vocab, torch.unique(vocab)) and int(vocab.max()) < 151936
+    assert 151645 in vocab.tolist()  # <|im_end|>: the heads can draft the end of the answer
 
 
 @pytest.mark.slow
@@ -219,7 +224,7 @@ def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
 
     model, tokenizer = load_model("default")
     heads = load_default_heads("default", model)
-    assert heads is not None and heads.layout.name == "qwen3_5"
+    assert heads is not None and heads.layout.name == "qwen3_5" and heads._draft_vocab is not None
     prompt = tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", add_special_tokens=False)
     plain = Generator(model, tokenizer).generate(prompt, max_new_tokens=24)
     drafted = Generator(model, tokenizer, drafters=[MTPDrafter(heads)], max_draft=2, adaptive=False).generate(
