@@ -254,7 +254,9 @@ def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
                                       "--steps", "3", "--origins", "4", "--minutes", "5", "--threads", "1"])
     assert result.exit_code == 0, result.output
     card = json.loads((out / "card.json").read_text(encoding="utf-8"))
-    assert card["steps"] == 3 and card["layout"] == "qwen3_5" and card["data"]["train_sequences"] == 6
+    assert card["steps"] == 3 and card["layout"] == "qwen3_5"
+    # The held-out split goes by a hash of the source path (tmp_path here), so the counts vary a little.
+    assert 1 <= card["data"]["train_sequences"] <= 6 and card["data"]["eval_sequences"] <= 2
     assert card["config"]["origins"] == 4 and len(card["acceptance"]["all"]["accept"]) == 4
     heads = load_heads_file(out, chat_model(tokenizer))
     vocab = heads._draft_vocab[0]
