@@ -153,7 +153,7 @@ Trained with `{card['command']}` on this repository's CPU trainer (`decoding/tra
 - layout: `{card['layout']}` ({card['mtp_layers']} layer; more draft steps chain it), fed the {card['hidden_norm']}-norm hidden state, stored {card['dtype']}
 - training: {card['training']}
 - data: {card['data']['train_sequences']} sequences ({card['data']['train_tokens']} tokens) of edit requests and answers; {card['data']['eval_sequences']} held-out sequences from other files
-- draft vocabulary: {card.get('draft_vocab', 'all')} tokens (`draft_vocab.safetensors`: the data's tokens and the lowest BPE ids; drafting skips the rest of the lm_head)
+- draft vocabulary: {card.get('draft_vocab', 'all')} tokens (`draft_vocab.safetensors`: the base's greedy choices in the data and the lowest BPE ids; drafting skips the rest of the lm_head)
 - steps: {card['steps']}, final loss {card['final_loss']:.3f}; wall time {card['wall_seconds']} s (caching {card['cache_seconds']} s, training {card['train_seconds']} s)
 
 Held-out acceptance of draft step k (greedy, chained, given steps < k accepted; see `evaluate`):
