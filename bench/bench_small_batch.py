@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import types
 from pathlib import Path
 
@@ -20,20 +19,11 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from bench.bench_apply import median_ms
 from decoding.loading import load_model
 from decoding.small_batch import small_batch_forward
 
 LENGTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
 
 
 def run(model_spec: str, context: int, repeats: int) -> dict:
@@ -61,6 +51,7 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
             timings = {}
             for small_batch in (False, True):
                 use(small_batch)
+                step(length)()  # warm-up, untimed
                 timings[small_batch] = median_ms(step(length), repeats)
             rows.append({"tokens": length, "f_linear_ms": timings[False], "small_batch_ms": timings[True]})
     return {"model": model_spec, "context": context, "repeats": repeats, "threads": torch.get_num_threads(),

@@ -156,6 +156,10 @@ class MTPHeads(nn.Module):
     def base(self) -> nn.Module:
         return self._base[0]
 
+    @property
+    def vocab_size(self) -> int:
+        return self.base.get_output_embeddings().weight.shape[0]
+
     def new_state(self) -> MTPState:
         return MTPState([DynamicCache(config=self.block_config) for _ in self.layers])
 
@@ -194,10 +198,10 @@ class MTPHeads(nn.Module):
         self._draft_vocab = None
         if token_ids is None:
             return
-        vocab = self.base.get_output_embeddings().weight.shape[0]
         token_ids = torch.as_tensor(token_ids, dtype=torch.long)
-        if token_ids.ndim != 1 or len(token_ids) == 0 or int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab:
-            raise MTPError(f"a draft vocabulary must be a non-empty list of token ids below {vocab}")
+        if (token_ids.ndim != 1 or len(token_ids) == 0 or int(token_ids.min()) < 0
+                or int(token_ids.max()) >= self.vocab_size):
+            raise MTPError(f"a draft vocabulary must be a non-empty list of token ids below {self.vocab_size}")
         heads = []
         for layer in self.layers:
             full = layer.head if layer.head is not None else self.base.get_output_embeddings()
@@ -209,15 +213,12 @@ class MTPHeads(nn.Module):
         # Kept out of the module tree (a tuple) so state_dict and the checkpoint names stay the layout's.
         self._draft_vocab = (token_ids, heads)
 
-    def draft_logits(self, index: int, block_out: torch.Tensor) -> torch.Tensor:
-        # block_out: [H] -> [V] logits, -inf outside the draft vocabulary when one is set
+    def draft_logits(self, index: int, block_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # block_out: [H] -> (logits [V'] over the draft vocabulary, its token ids [V']), or ([V], None) without one
         if self._draft_vocab is None:
-            return self.logits(index, block_out)
+            return self.logits(index, block_out), None
         token_ids, heads = self._draft_vocab
-        vocab = self.base.get_output_embeddings().weight.shape[0]
-        full = torch.full((vocab,), float("-inf"), dtype=torch.float32)
-        full[token_ids] = heads[index](self.layers[index].final_norm(block_out)).float()
-        return full
+        return heads[index](self.layers[index].final_norm(block_out)), token_ids
 
     @torch.no_grad()
     def extend(self, state: MTPState, hidden: torch.Tensor, next_tokens: list[int]) -> None:
@@ -260,15 +261,17 @@ class MTPHeads(nn.Module):
             for token in known_tail:
                 chain(token)
             for step in range(k):
-                logits = self.draft_logits(index, block_out[0, -1]).float()  # [V]
-                q = torch.softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
-                token = int(torch.multinomial(q, 1, generator=rng)) if temperature > 0 else int(logits.argmax())
-                confidence *= float(q[token])
+                logits, token_ids = self.draft_logits(index, block_out[0, -1])  # [V'], [V'] or None
+                q = torch.softmax(logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+                pick = int(torch.multinomial(q, 1, generator=rng)) if temperature > 0 else int(logits.argmax())
+                confidence *= float(q[pick])
                 if confidence < min_confidence:
                     break
+                token = pick if token_ids is None else int(token_ids[pick])
                 drafted.append(token)
-                if temperature > 0:
-                    probs.append(q)
+                if temperature > 0:  # q over the whole vocabulary: 0 outside the draft vocabulary
+                    probs.append(q if token_ids is None else
+                                 torch.zeros(self.vocab_size).index_copy_(0, token_ids, q))
                 if step < k - 1:
                     chain(token)
         finally:

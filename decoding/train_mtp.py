@@ -325,7 +325,7 @@ def train(heads: MTPHeads, records: list[CachedSequence], config: TrainConfig, c
         raise ValueError("no cached sequences to train on")
     heads.base.requires_grad_(False)
     heads.train()
-    vocab, vocab_index = training_vocab(records, heads.base.get_output_embeddings().weight.shape[0])
+    vocab, vocab_index = training_vocab(records, heads.vocab_size)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=0.0)
     rng = random.Random(config.seed)
     step, elapsed, losses = 0, 0.0, []

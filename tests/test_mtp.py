@@ -236,11 +236,17 @@ def test_sampled_mtp_drafts_return_their_distribution(base):
     assert all(draft.probs[i, t] > 0 for i, t in enumerate(draft.tokens))
 
 
-def test_a_restricted_draft_vocabulary_drafts_the_best_token_inside_it(base):
-    heads = random_heads(base, "qwen3_5", seed=17)
-    hidden = torch.randn(6, 64, generator=torch.Generator().manual_seed(8))
+def synced_heads(base, seed: int):
+    """Random qwen3_5 heads whose state holds six pairs of random hidden states and tokens."""
+    heads = random_heads(base, "qwen3_5", seed=seed)
     state = heads.new_state()
-    heads.extend(state, hidden, list(range(30, 36)))
+    heads.extend(state, torch.randn(6, 64, generator=torch.Generator().manual_seed(seed)),
+                 list(range(seed, seed + 6)))
+    return heads, state
+
+
+def test_a_restricted_draft_vocabulary_drafts_the_best_token_inside_it(base):
+    heads, state = synced_heads(base, seed=17)
     full_draft, _ = heads.draft(state, [], 3)
     names = set(heads.state_dict())
 
@@ -267,10 +273,7 @@ def test_a_restricted_draft_vocabulary_drafts_the_best_token_inside_it(base):
 
 
 def test_min_confidence_ends_the_draft_where_the_heads_doubt_it(base):
-    heads = random_heads(base, "qwen3_5", seed=19)
-    hidden = torch.randn(6, 64, generator=torch.Generator().manual_seed(9))
-    state = heads.new_state()
-    heads.extend(state, hidden, list(range(40, 46)))
+    heads, state = synced_heads(base, seed=19)
     full, _ = heads.draft(state, [], 4)
     # The confidence after each drafted token: the product of the heads' probabilities so far (q of a
     # one-token draft after the earlier tokens, fed as known tokens, is the distribution greedy drafting saw).

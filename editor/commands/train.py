@@ -85,7 +85,7 @@ def train_mtp(
 
     layout = "qwen3_5" if heads == 1 else "deepseek"
     trainer.save_heads(mtp, out / HEADS_FILE, layout=layout)
-    draft_vocab = trainer.draft_vocabulary(records, base.get_output_embeddings().weight.shape[0])
+    draft_vocab = trainer.draft_vocabulary(records, mtp.vocab_size)
     trainer.save_draft_vocab(draft_vocab, out / DRAFT_VOCAB_FILE)
     card = {
         "base_model": model,
