@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from decoding.generate import capture_hidden
-from decoding.mtp import MTPHeads, convert_state
+from decoding.mtp import MTPHeads, checkpoint_names, convert_state
 
 # on_progress(phase, done, total, info)
 Progress = Callable[[str, int, int, dict], None]
@@ -309,6 +309,16 @@ def init_from_base(heads: MTPHeads) -> None:
             layer.block.load_state_dict(decoder.layers[-1].state_dict())
             layer.final_norm.weight.copy_(decoder.norm.weight - offset)
             layer.proj.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], dim=1))
+
+
+def init_from_heads(heads: MTPHeads, trained: MTPHeads) -> None:
+    """Start from heads trained before (any layout; `load_mtp_heads` reads them): a further run
+    fine-tunes them, e.g. on new data."""
+    if len(trained.layers) != len(heads.layers) or trained.hidden_norm != heads.hidden_norm:
+        raise ValueError(f"the initial heads have {len(trained.layers)} layer(s) fed the {trained.hidden_norm}-norm "
+                         f"state; this run trains {len(heads.layers)} fed the {heads.hidden_norm}-norm state")
+    converted = convert_state(trained, heads.layout.name)
+    heads.load_state_dict({internal: converted[name] for internal, name in checkpoint_names(heads).items()})
 
 
 def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .propose import FORMATS, MTP_MIN_CONFIDENCE, Editor, build_request, copy_sources
+from .propose import FORMATS, Editor, build_request, copy_sources, editor_mtp_drafter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 BENCHMARKS = {"editeval": "editeval.jsonl", "humanevalfix": "humanevalfix_python.jsonl"}
@@ -84,7 +84,7 @@ def quality(editor: Editor, items: list[Item], formats: list[str], on_item=None)
 
 
 # "mtp k=N": MTP drafts of exactly N tokens (no adaptive length, no confidence cut); "mtp" and "mtp+copy":
-# as the editor drafts (adaptive length up to 8, MTP drafts cut at MTP_MIN_CONFIDENCE).
+# as the editor drafts (adaptive length up to 8, `editor_mtp_drafter`).
 DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp k=1", "mtp k=2", "mtp k=3", "mtp k=4", "mtp+copy")
 
 
@@ -121,7 +121,7 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                 fixed_k = int(config.split("k=")[1]) if "k=" in config else None
                 drafters = {"plain": [], "copy": [CopyDrafter(source)]}.get(config)
                 if drafters is None:
-                    mtp = MTPDrafter(heads, min_confidence=0.0 if fixed_k else MTP_MIN_CONFIDENCE)
+                    mtp = MTPDrafter(heads) if fixed_k else editor_mtp_drafter(heads)
                     drafters = [CombinedDrafter(mtp, CopyDrafter(source))] if config == "mtp+copy" else [mtp]
                 generator = Generator(model, tokenizer, drafters=drafters, max_draft=fixed_k or 8,
                                       adaptive=fixed_k is None)

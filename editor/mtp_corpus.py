@@ -11,6 +11,11 @@ The (old, new) pairs come from two sources:
   synthetic edits windows of source files (the Python stdlib by default) with one mechanical change and
                   its instruction: rename a name, change a literal, delete a line.
 
+A third source makes the answers the model's own (`generated_sequences`): edit requests in a user's words
+("Add a docstring to `parse`.") on windows of source files, answered by the base model itself as `edit`
+decodes (greedy, grammar-constrained). Its answers are the very token stream the heads draft at inference,
+which teacher-forced answers only approximate: there the model writes its patches, not the diff's.
+
 The trainer (`decoding.train_mtp`) takes the sequences as token lists and never sees this module, since
 `decoding` must not import `editor`.
 """
@@ -19,15 +24,18 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import random
 import re
 import sysconfig
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from decoding.train_mtp import TrainSequence
 from editor import prompting
+from editor.propose import build_request, copy_sources
 from editor.formats import apply_patch, ot
 
 FORMAT_WEIGHTS = {"apply_patch": 3, "ot": 1}  # apply_patch is the editor's default format
@@ -230,3 +238,116 @@ def build_corpus(tokenizer, roots: list[Path] | None = None, *, train_sequences:
         if sequence is not None:
             side.append(sequence)
     return train, evaluation
+
+
+# --- the model's own answers ----------------------------------------------------------------------------------
+
+# Requests as users word them; {f} a function of the window, {p} one of its parameters, {n} an assigned name.
+FUNCTION_REQUESTS = (
+    "Add a docstring to `{f}`.", "Add type hints to `{f}`.", "Fix the bug in `{f}`.", "Simplify `{f}`.",
+    "Rename `{f}` to `{f}_impl` and update its uses.", "Add a comment above `{f}` that explains what it does.",
+    "Make `{f}` log its arguments with the logging module.", "Remove the function `{f}`.",
+    "Add error handling to `{f}`.", "Make `{f}` return None instead of raising.",
+)
+PARAMETER_REQUESTS = (
+    "Make `{f}` raise a ValueError when `{p}` is None.", "Rename the parameter `{p}` of `{f}` to `{p}_value`.",
+    "Give `{p}` in `{f}` a default value.", "Validate `{p}` at the start of `{f}`.",
+)
+NAME_REQUESTS = ("Rename `{n}` to `{n}_value`.", "Add a comment explaining what `{n}` holds.",
+                 "Add a type annotation to `{n}`.")
+FILE_REQUESTS = ("Add comments to this code.", "Use f-strings for string formatting.",
+                 "Remove the unused code.", "Improve the variable names.")
+DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(([^)]*)\)", re.M)
+GENERATED_FORMATS = {"apply_patch": 3, "whole": 1}  # `edit`'s choice: a patch for long files, whole for short
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    path: str
+    source: str  # the file it came from (the held-out split is drawn by file)
+    text: str
+    instruction: str
+    format: str
+
+
+def request_for(text: str, rng: random.Random) -> str:
+    """An instruction about `text` in a user's words, naming one of its functions, parameters or names."""
+    functions = [(m.group(1), [p.split(":")[0].split("=")[0].strip(" *") for p in m.group(2).split(",")])
+                 for m in DEF.finditer(text)]
+    names = sorted({m.group(1) for m in IDENTIFIER.finditer(text)} - {"self", "cls"})
+    choices = list(FILE_REQUESTS)
+    if functions:
+        name, params = rng.choice(functions)
+        params = [p for p in params if p.isidentifier() and p not in ("self", "cls")]
+        choices += [t.format(f=name) for t in FUNCTION_REQUESTS] * 3
+        if params:
+            choices += [t.format(f=name, p=rng.choice(params)) for t in PARAMETER_REQUESTS] * 2
+    if names:
+        choices += [t.format(n=rng.choice(names)) for t in NAME_REQUESTS] * 2
+    return rng.choice(choices)
+
+
+def edit_request(path: Path, rng: random.Random, formats: list[str]) -> EditRequest | None:
+    text = window(_read(path), rng)
+    return EditRequest(path.name, str(path), text, request_for(text, rng), rng.choice(formats)) if text else None
+
+
+def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: Path, *, max_new_tokens: int = 256,
+                        deadline: float | None = None, on_progress=None) -> list[TrainSequence]:
+    """Prompt + the base's own greedy answer + end of turn for each request, as `edit` decodes it (the
+    format's grammar narrowed to the file; copy drafts, which change the speed, not the tokens). Answers are
+    kept in `folder` (one file per prompt), so a rerun reuses them; generating stops at `deadline`
+    (time.time()), keeping what was done."""
+    from decoding.drafters import CopyDrafter
+    from decoding.generate import Generator
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = Generator(model, tokenizer)
+    vocab = model.get_output_embeddings().out_features
+    sequences = []
+    for index, request in enumerate(requests):
+        prompt_ids, constraint = build_request(
+            tokenizer, request.format, name=request.path, text=request.text, instruction=request.instruction,
+            language="python", eos_token_ids=generator.eos_token_ids, vocab_size=vocab)
+        key = TrainSequence(prompt_ids).key()
+        path = folder / f"{key}.json"
+        if path.is_file():
+            answer = json.loads(path.read_text())["answer"]
+        elif deadline is not None and time.time() > deadline:
+            break
+        else:
+            generator.drafters = [CopyDrafter([_encode(tokenizer, source)
+                                               for source in copy_sources(request.format, request.text)])]
+            budget = min(max_new_tokens, 2 * len(_encode(tokenizer, request.text)) + 256)  # as `Editor` does
+            generation = generator.generate(prompt_ids, constraint, max_new_tokens=budget)
+            answer = generation.tokens + ([tokenizer.eos_token_id] if generation.finish_reason != "length" else [])
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps({"request": request.__dict__, "answer": answer,
+                                           "finish": generation.finish_reason}))
+            partial.replace(path)
+        sequences.append(TrainSequence(prompt_ids + answer, prefix_len=shared_prefix_len(tokenizer, request.format),
+                                       focus_start=len(prompt_ids)))
+        if on_progress is not None:
+            on_progress("generate", index + 1, len(requests), {"tokens": sum(len(s.tokens) - s.focus_start
+                                                                             for s in sequences)})
+    return sequences
+
+
+def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *, train_sequences: int,
+                     eval_sequences: int, eval_fraction: float = 0.1, seed: int = 0, deadline: float | None = None,
+                     on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:
+    """(train, held-out) sequences of the model's own answers, held out by file as in `build_corpus`; the
+    held-out ones are all generated, the training ones until `deadline`."""
+    rng = random.Random(seed + 1)
+    files = python_files(roots or default_sources())
+    rng.shuffle(files)
+    formats = [fmt for fmt, weight in GENERATED_FORMATS.items() for _ in range(weight)]
+    train, evaluation = [], []
+    for path in files:
+        side, wanted = ((evaluation, eval_sequences) if held_out(str(path), eval_fraction)
+                        else (train, train_sequences))
+        request = edit_request(path, rng, formats) if len(side) < wanted else None
+        if request:
+            side.append(request)
+    held = generated_sequences(model, tokenizer, evaluation, folder, on_progress=on_progress)
+    return generated_sequences(model, tokenizer, train, folder, deadline=deadline, on_progress=on_progress), held

@@ -33,6 +33,8 @@ WHOLE_MAX_LINES = 60
 # MTP drafts end where the heads' confidence in the whole draft falls below this (`MTPHeads.draft`):
 # chosen with `edit bench decode` (docs/BENCHMARKS.md, Decoding).
 MTP_MIN_CONFIDENCE = 0.4
+# ... and the heads draft nothing after more than this many grammar-forced tokens (`MTPDrafter.max_unseen`).
+MTP_MAX_UNSEEN = 3
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -88,6 +90,13 @@ def copy_sources(fmt: str, text: str) -> list[str]:
     return [text] + ["".join(marker + line for line in lines) for marker in QUOTE_MARKERS.get(fmt, "")]
 
 
+def editor_mtp_drafter(heads):
+    """The MTP drafter as `edit` drafts with it (confidence cut, no drafts through long forced runs)."""
+    from decoding.drafters import MTPDrafter
+
+    return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE, max_unseen=MTP_MAX_UNSEEN)
+
+
 def strip_fence(text: str) -> str:
     match = FENCE.search(text.strip() + "\n")
     return match.group(1) if match else text
@@ -104,7 +113,6 @@ class Editor:
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
                  spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int = 1024, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = False):
-        from decoding.drafters import MTPDrafter
         from decoding.generate import Generator
 
         if model_obj is None:
@@ -119,8 +127,7 @@ class Editor:
         self.mtp_heads = mtp_heads
         # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix
         # that the generator's KV cache keeps between calls; a new drafter per call would lack them.
-        self.mtp_drafter = (MTPDrafter(mtp_heads, min_confidence=MTP_MIN_CONFIDENCE)
-                            if mtp_heads is not None else None)
+        self.mtp_drafter = editor_mtp_drafter(mtp_heads) if mtp_heads is not None else None
         self.spec = spec
         self.max_retries = max_retries
         self.temperature = temperature

@@ -86,7 +86,7 @@ class FakeMTP(Drafter):
         self.observed += accepted_len
 
     def propose(self, tokens, k):
-        return Draft([0] * k, None, self.name)
+        return Draft([0] * k if tokens[-1] != 0 else [], None, self.name)  # nothing after a 0: a confidence cut
 
 
 def test_combined_drafter_prefers_long_copy_matches():
@@ -98,3 +98,7 @@ def test_combined_drafter_prefers_long_copy_matches():
     assert mtp.begun == (2, 0) and mtp.observed == 2
     assert combined.propose([9, 2, 3, 4], 3) == Draft([5, 6, 7], None, "copy")  # match of 3
     assert combined.propose([9, 9, 3, 4], 3) == Draft([0, 0, 0], None, "mtp")  # match of 2 only
+    # The heads propose nothing: the short copy match drafts, and with no match at all nothing does.
+    assert combined.propose([9, 9, 3, 4, 5, 0], 3) == Draft([], None, "mtp")
+    mtp_silent = CombinedDrafter(mtp, CopyDrafter([[1, 2, 3, 4, 0, 6, 7, 8]]), copy_min_len=3)
+    assert mtp_silent.propose([9, 9, 4, 0], 2) == Draft([6, 7], None, "copy")

@@ -263,3 +263,66 @@ def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
     assert len(vocab) == card["draft_vocab"] == len(set(vocab.tolist()))
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in vocab.tolist()
     assert (out / DRAFT_VOCAB_FILE).is_file() and "Held-out acceptance" in (out / "README.md").read_text()
+
+
+def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(tmp_path):
+    from typer.testing import CliRunner
+
+    from decoding.generate import Generator
+    from decoding.loading import HEADS_FILE, load_model
+    from decoding.mtp import load_mtp_heads
+    from editor.cli import app
+    from editor.mtp_corpus import generated_corpus
+    from tests.tiny_chat import chat_model, chat_tokenizer
+
+    sources = tmp_path / "src"
+    sources.mkdir()
+    for i in range(100):  # files are held out by a hash of their (temporary) path: 100 leave some out
+        body = "".join(f"    value_{j} = x * {i + j}\n" for j in range(14))
+        (sources / f"mod{i}.py").write_text(f"def f{i}(x):\n{body}    return value_0\n", encoding="utf-8")
+    tokenizer = chat_tokenizer((sources / "mod0.py").read_text())
+    model = chat_model(tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["model", "train-mtp", "--model", str(tmp_path / "model"), "--data", str(sources), "--sequences", "4",
+              "--eval-sequences", "1", "--steps", "2", "--origins", "4", "--minutes", "5", "--threads", "1"]
+    assert CliRunner().invoke(app, common + ["--out", str(first)]).exit_code == 0
+    result = CliRunner().invoke(app, common + ["--out", str(second), "--init", str(first), "--generated", "3",
+                                               "--generated-repeat", "2"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((second / "card.json").read_text(encoding="utf-8"))
+    assert card["init"] == str(first) and card["data"]["generated_repeat"] == 2
+    assert 1 <= card["data"]["generated_sequences"] <= 3 and card["acceptance_generated"] is not None
+    assert len(list((second / "generated").glob("*.json"))) >= 1 + card["data"]["generated_sequences"]
+    readme = (second / "README.md").read_text(encoding="utf-8")
+    assert card["init_card"]["command"].startswith("edit model train-mtp") and card["init_card"]["steps"] == 2
+    assert "started from heads trained by `edit model train-mtp" in readme and "answered by the model itself" in readme
+
+    # A rerun reads the kept answers back instead of generating (deadline already passed).
+    model, tokenizer = load_model(str(tmp_path / "model"), threads=1)
+    train, _ = generated_corpus(model, tokenizer, [sources], second / "generated", train_sequences=3,
+                                eval_sequences=1, deadline=0.0)
+    assert len(train) == card["data"]["generated_sequences"]
+    assert all(len(s.tokens) > s.focus_start > s.prefix_len for s in train)
+    before = load_mtp_heads(first / HEADS_FILE, model).state_dict()
+    after = load_mtp_heads(second / HEADS_FILE, model).state_dict()
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_init_from_heads_starts_from_saved_heads_in_another_layout(tmp_path):
+    from decoding.mtp import MTPHeads, load_mtp_heads, save_mtp_heads
+
+    base = tiny_qwen2()
+    trained = MTPHeads(base, "deepseek", num_layers=1, hidden_norm="post")
+    trainer.init_from_base(trained)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    save_mtp_heads(trained, tmp_path / "mtp.safetensors", layout="qwen3_5")
+    fresh = MTPHeads(base, "deepseek", num_layers=1, hidden_norm="post")
+    trainer.init_from_heads(fresh, load_mtp_heads(tmp_path / "mtp.safetensors", base))
+    for name, tensor in trained.state_dict().items():
+        assert torch.allclose(fresh.state_dict()[name], tensor, atol=1e-6), name
+    with pytest.raises(ValueError, match="this run trains 2"):
+        trainer.init_from_heads(MTPHeads(base, "deepseek", num_layers=2, hidden_norm="post"), trained)

@@ -32,6 +32,14 @@ def train_mtp(
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: $EDIT_THREADS or 2)."),
     origins: int = typer.Option(48, "--origins", min=1, help="Loss origins sampled per sequence and step."),
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate."),
+    generated: int = typer.Option(0, "--generated", min=0,
+                                  help="Also train on this many edit requests answered by the model itself "
+                                       "(generated first, kept in OUT/generated; 1/16 as many held out)."),
+    generated_repeat: int = typer.Option(3, "--generated-repeat", min=1,
+                                         help="Times each generated sequence comes up per epoch."),
+    init: Path | None = typer.Option(None, "--init", exists=True,
+                                     help="Heads to start from (a file or folder saved by train-mtp) instead "
+                                          "of the base's last layer."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train MTP heads by self-distillation on code and edit outputs, then measure held-out acceptance."""
@@ -41,7 +49,7 @@ def train_mtp(
     from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_model
     from decoding.models import ModelError
     from decoding.mtp import MTPHeads
-    from editor.mtp_corpus import build_corpus
+    from editor.mtp_corpus import build_corpus, generated_corpus
 
     err = Console(stderr=True)
     started = time.time()
@@ -58,7 +66,12 @@ def train_mtp(
     mtp = MTPHeads(base, "deepseek", num_layers=heads, hidden_norm="post")
     checkpoint = out / "checkpoint.pt"
     if not (resume and checkpoint.is_file()):
-        trainer.init_from_base(mtp)
+        if init is not None:
+            from decoding.loading import load_heads_file
+
+            trainer.init_from_heads(mtp, load_heads_file(init, base))
+        else:
+            trainer.init_from_base(mtp)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -72,16 +85,31 @@ def train_mtp(
             progress.update(tasks[phase], completed=done, total=total, info=text)
 
         cache_started = time.time()
+        cache_deadline = started + cache_share * 60 * minutes
         common = {"top_k": config.top_k, "hidden_norm": mtp.hidden_norm, "on_progress": on_progress}
         held_out = trainer.cache_targets(base, eval_seqs, out / "cache", **common)
-        records = trainer.cache_targets(base, train_seqs, out / "cache", minimum=8,
-                                        deadline=started + cache_share * 60 * minutes, **common)
+        own_held_out, own_records, generate_seconds = [], [], 0.0
+        if generated:
+            # The model's own answers come first: they are the data closest to what the heads draft.
+            # Generating stops early enough to cache what it made: caching costs about a third of generating.
+            own_train, own_eval = generated_corpus(base, tokenizer, data, out / "generated",
+                                                   train_sequences=generated, eval_sequences=max(1, generated // 16),
+                                                   seed=seed, deadline=started + 0.75 * (cache_deadline - started),
+                                                   on_progress=on_progress)
+            generate_seconds = time.time() - cache_started
+            own_held_out = trainer.cache_targets(base, own_eval, out / "cache", **common)
+            own_records = trainer.cache_targets(base, own_train, out / "cache", **common)
+        corpus_records = trainer.cache_targets(base, train_seqs, out / "cache", minimum=8,
+                                               deadline=cache_deadline, **common)
+        records = corpus_records + own_records * generated_repeat
         cache_seconds = time.time() - cache_started
         eval_reserve = 0.1 * minutes
         config.minutes = max(0.01, minutes - (time.time() - started) / 60 - eval_reserve)
         result = trainer.train(mtp, records, config, checkpoint, resume=resume, on_progress=on_progress)
         acceptance = trainer.evaluate(mtp, held_out, steps=4, origins_per_sequence=config.eval_origins,
                                       on_progress=on_progress)
+        own_acceptance = (trainer.evaluate(mtp, own_held_out, steps=4, origins_per_sequence=config.eval_origins,
+                                           on_progress=on_progress) if own_held_out else None)
 
     layout = "qwen3_5" if heads == 1 else "deepseek"
     trainer.save_heads(mtp, out / HEADS_FILE, layout=layout)
@@ -97,8 +125,13 @@ def train_mtp(
         "dtype": "float16",
         "training": "self-distillation: soft cross-entropy to the base's top-k next-token distribution at "
                     "t+1+j for draft step j, steps chained as at inference",
-        "data": {"train_sequences": len(records), "eval_sequences": len(held_out),
-                 "train_tokens": sum(len(r.tokens) - r.start for r in records),
+        "init": str(init) if init else "the base's last decoder layer",
+        "init_card": earlier_card(init),
+        "data": {"train_sequences": len(corpus_records), "eval_sequences": len(held_out),
+                 "train_tokens": sum(len(r.tokens) - r.start for r in corpus_records),
+                 "generated_sequences": len(own_records), "generated_eval_sequences": len(own_held_out),
+                 "generated_tokens": sum(len(r.tokens) - r.start for r in own_records),
+                 "generated_repeat": generated_repeat,
                  "sources": [str(p) for p in data] if data else "Python stdlib + site-packages (vendored "
                                                                 "packages for real diffs)",
                  "formats": "apply_patch 3 : ot 1"},
@@ -106,10 +139,12 @@ def train_mtp(
         "draft_vocab": len(draft_vocab),
         "steps": result.steps,
         "final_loss": sum(result.losses[-20:]) / max(1, len(result.losses[-20:])),
-        "cache_seconds": round(cache_seconds),
+        "generate_seconds": round(generate_seconds),
+        "cache_seconds": round(cache_seconds - generate_seconds),
         "train_seconds": round(result.seconds),
         "wall_seconds": round(time.time() - started),
         "acceptance": acceptance,
+        "acceptance_generated": own_acceptance,
         "command": "edit model train-mtp " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "edit model train-mtp",
     }
     write_card(out, card)
@@ -141,10 +176,33 @@ def base_sha256(spec: str) -> str:
     return digest.hexdigest()
 
 
+def earlier_card(init: Path | None) -> dict | None:
+    """What made the heads a run starts from (their command and times), so the card tells the whole chain."""
+    card = (init if init.is_dir() else init.parent) / "card.json" if init else None
+    if card is None or not card.is_file():
+        return None
+    earlier = json.loads(card.read_text(encoding="utf-8"))
+    return {key: earlier.get(key) for key in ("command", "wall_seconds", "steps", "init", "init_card")}
+
+
 def write_card(folder: Path, card: dict) -> None:
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    rows = "\n".join(f"| {k} | " + " | ".join(f"{card['acceptance'][scope]['accept'][k - 1]:.3f}"
-                                                for scope in ("all", "focus")) + " |" for k in range(1, 5))
+    scopes = [("acceptance", "all"), ("acceptance", "focus")]
+    header = "| k | all positions | answer positions |"
+    if card.get("acceptance_generated"):
+        scopes.append(("acceptance_generated", "focus"))
+        header += " the model's own answers |"
+    rows = "\n".join(f"| {k} | " + " | ".join(f"{card[key][scope]['accept'][k - 1]:.3f}" for key, scope in scopes)
+                     + " |" for k in range(1, 5))
+    chain, earlier = [], card.get("init_card")
+    while earlier:
+        chain.append(f"`{earlier['command']}` ({earlier['wall_seconds']} s, {earlier['steps']} steps)")
+        earlier = earlier.get("init_card")
+    started = ("- started from heads trained by " + ", after ".join(chain) + "\n") if chain else ""
+    data = card["data"]
+    own = (f"; {data['generated_sequences']} edit requests answered by the model itself "
+           f"({data['generated_tokens']} tokens, each seen {data['generated_repeat']}x as often), "
+           f"{data['generated_eval_sequences']} held out") if data.get("generated_sequences") else ""
     (folder / "README.md").write_text(f"""# MTP heads for {card['base_description']}
 
 Trained with `{card['command']}` on this repository's CPU trainer (`decoding/train_mtp.py`).
@@ -152,14 +210,14 @@ Trained with `{card['command']}` on this repository's CPU trainer (`decoding/tra
 - base weights sha256: `{card['base_sha256']}`
 - layout: `{card['layout']}` ({card['mtp_layers']} layer; more draft steps chain it), fed the {card['hidden_norm']}-norm hidden state, stored {card['dtype']}
 - training: {card['training']}
-- data: {card['data']['train_sequences']} sequences ({card['data']['train_tokens']} tokens) of edit requests and answers; {card['data']['eval_sequences']} held-out sequences from other files
+{started}- data: {data['train_sequences']} sequences ({data['train_tokens']} tokens) of edit requests and answers; {data['eval_sequences']} held-out sequences from other files{own}
 - draft vocabulary: {card.get('draft_vocab', 'all')} tokens (`draft_vocab.safetensors`: the base's greedy choices in the data and the lowest BPE ids; drafting skips the rest of the lm_head)
-- steps: {card['steps']}, final loss {card['final_loss']:.3f}; wall time {card['wall_seconds']} s (caching {card['cache_seconds']} s, training {card['train_seconds']} s)
+- steps: {card['steps']}, final loss {card['final_loss']:.3f}; wall time {card['wall_seconds']} s (generating {card.get('generate_seconds', 0)} s, caching {card['cache_seconds']} s, training {card['train_seconds']} s)
 
 Held-out acceptance of draft step k (greedy, chained, given steps < k accepted; see `evaluate`):
 
-| k | all positions | answer positions |
-|---|---|---|
+{header}
+|---|---|---|{"---|" * (len(scopes) - 2)}
 {rows}
 
 Full numbers in card.json.
