@@ -142,22 +142,16 @@ class MTPDrafter(Drafter):
     temperature 0: greedy drafts (q one-hot, `Draft.probs` None); > 0: sampled drafts with their q.
     min_confidence: drafts end where the heads' own probability of the whole draft falls below it
     (`MTPHeads.draft`); 0 drafts exactly k tokens.
-    max_unseen: no draft when more than this many tokens follow the last pair (tokens the target has not
-    run yet: a run the grammar forced). The heads would chain through each of them, one block pass per
-    token on their own recycled states, before drafting from a state they were trained to reach in at most
-    `chain_steps`; the verification feeds the run to the target anyway, and the next draft has its states.
-    None: always draft.
     """
 
     name = "mtp"
     needs_hidden = True
 
     def __init__(self, heads: MTPHeads, temperature: float = 0.0, seed: int | None = None,
-                 min_confidence: float = 0.0, max_unseen: int | None = None):
+                 min_confidence: float = 0.0):
         self.heads = heads
         self.temperature = temperature
         self.min_confidence = min_confidence
-        self.max_unseen = max_unseen
         self._rng = torch.Generator().manual_seed(seed) if seed is not None else None
         self._hidden: list[torch.Tensor] = []  # target hidden states of positions 0..n-1, in chunks of [T, H]
         self._hidden_len = 0
@@ -191,8 +185,7 @@ class MTPDrafter(Drafter):
         if self._hidden_len >= len(tokens):
             raise ValueError(f"hidden states for {self._hidden_len} positions but only {len(tokens)} tokens: "
                              "the last token's hidden state cannot be known before it is fed")
-        known_tail = tokens[self._hidden_len + 1:]
-        if k <= 0 or self._hidden_len == 0 or (self.max_unseen is not None and len(known_tail) > self.max_unseen):
+        if k <= 0 or self._hidden_len == 0:
             return Draft([], None, self.name)
         if self._state.last_block_out is None and self._state.length > 0:
             self._state.truncate(self._state.length - 1)  # re-run the last pair to get its output back
@@ -202,6 +195,7 @@ class MTPDrafter(Drafter):
             self.heads.extend(self._state, self._pending_hidden(synced), tokens[synced + 1:self._hidden_len + 1])
         # Tokens after the last pair's token (e.g. grammar-forced ones) are fed with the heads' own hidden
         # state, then k tokens are drafted; all of these speculative pairs are cropped afterwards.
+        known_tail = tokens[self._hidden_len + 1:]
         drafted, probs = self.heads.draft(self._state, known_tail, k, self.temperature, self._rng,
                                           self.min_confidence)
         return Draft(drafted, probs, self.name)

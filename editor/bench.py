@@ -88,9 +88,9 @@ def quality(editor: Editor, items: list[Item], formats: list[str], on_item=None)
 DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp k=1", "mtp k=2", "mtp k=3", "mtp k=4", "mtp+copy")
 
 
-def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: int = 96,
+def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: int = 96, fmt: str = "apply_patch",
            configs=DECODE_CONFIGS, grammar_modes=(True, False), on_row=None) -> list[dict]:
-    """Decoding speed of apply_patch outputs for the items: each config against plain, same weights, one run.
+    """Decoding speed of `fmt` outputs for the items: each config against plain, same weights, one run.
 
     The prompt is prefilled once per item before timing (its KV cache is reused), so tokens/s is decoding
     speed; the MTP heads' own pass over the prompt pairs happens at their first draft and is timed.
@@ -114,10 +114,10 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
             identical = True
             for item in items:
                 prompt_ids, constraint = build_request(
-                    tokenizer, "apply_patch", name="item.py", text=item.code, instruction=item.instruction,
+                    tokenizer, fmt, name="item.py", text=item.code, instruction=item.instruction,
                     language="python", eos_token_ids=eos, vocab_size=vocab, grammar=use_grammar)
                 source = [tokenizer.encode(text, add_special_tokens=False)
-                          for text in copy_sources("apply_patch", item.code)]
+                          for text in copy_sources(fmt, item.code)]
                 fixed_k = int(config.split("k=")[1]) if "k=" in config else None
                 drafters = {"plain": [], "copy": [CopyDrafter(source)]}.get(config)
                 if drafters is None:
@@ -164,7 +164,7 @@ def markdown_quality(report: dict) -> str:
 
 
 def markdown_decode(report: dict) -> str:
-    lines = [f"{report['model']}, {report['items']} EditEval items, apply_patch outputs",
+    lines = [f"{report['model']}, {report['items']} EditEval items, {report.get('format', 'apply_patch')} outputs",
              "", "| config | tokens/s | speed-up vs plain | tokens per verification | draft acceptance "
                  "| model calls per token | grammar µs/token | identical to plain |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]

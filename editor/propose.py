@@ -33,8 +33,6 @@ WHOLE_MAX_LINES = 60
 # MTP drafts end where the heads' confidence in the whole draft falls below this (`MTPHeads.draft`):
 # chosen with `edit bench decode` (docs/BENCHMARKS.md, Decoding).
 MTP_MIN_CONFIDENCE = 0.4
-# ... and the heads draft nothing after more than this many grammar-forced tokens (`MTPDrafter.max_unseen`).
-MTP_MAX_UNSEEN = 3
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -91,10 +89,10 @@ def copy_sources(fmt: str, text: str) -> list[str]:
 
 
 def editor_mtp_drafter(heads):
-    """The MTP drafter as `edit` drafts with it (confidence cut, no drafts through long forced runs)."""
+    """The MTP drafter as `edit` drafts with it (drafts cut at MTP_MIN_CONFIDENCE)."""
     from decoding.drafters import MTPDrafter
 
-    return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE, max_unseen=MTP_MAX_UNSEEN)
+    return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE)
 
 
 def strip_fence(text: str) -> str:

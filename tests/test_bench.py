@@ -44,6 +44,29 @@ def test_decode_reports_every_config_lossless(tiny):
     assert "| copy |" in markdown_decode({"model": "tiny", "items": 1, "configs": rows})
 
 
+def test_decode_measures_whole_file_outputs(tiny):
+    model, tokenizer, items = tiny
+    rows = decode(model, tokenizer, items, max_new_tokens=12, fmt="whole", configs=("plain", "copy"),
+                  grammar_modes=(False,))
+    assert [row["config"] for row in rows] == ["plain", "copy"] and all(r["identical_to_plain"] for r in rows)
+    assert "whole outputs" in markdown_decode({"model": "tiny", "items": 1, "format": "whole", "configs": rows})
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--format", "whole"], "no grammar"),
+    (["--format", "udiff"], "apply_patch or whole"),
+    (["--configs", "copy,plain"], "plain first"),
+    (["--configs", "plain,mtp k=9"], "choose among"),
+])
+def test_bench_decode_command_refuses_bad_options_before_loading_a_model(options, message):
+    from typer.testing import CliRunner
+
+    from editor.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "decode", "--model", "/nonexistent/model", *options])
+    assert result.exit_code == 2 and message in result.output
+
+
 def test_quality_scores_each_format(tiny):
     model, tokenizer, items = tiny
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=16, max_retries=0)

@@ -218,11 +218,6 @@ def test_mtp_drafter_follows_observed_hidden_states_and_prefix_reuse(base):
     assert whole.probs is None and whole.source == "mtp"
     with pytest.raises(ValueError, match="hidden states for 10 positions but only 8 tokens"):
         pieces.propose(tokens[:8], 2)
-    capped = MTPDrafter(heads, max_unseen=1)
-    capped.begin(tokens, 0)
-    observed([(0, 10)], capped)
-    assert capped.propose(tokens, 3).tokens == whole.tokens  # one unseen token (11): drafts as before
-    assert capped.propose(tokens + [40], 3).tokens == []  # two: no draft
 
     reused = observed([(0, 10)])
     reused.propose(tokens, 3)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..bench import DECODE_CONFIGS
 from . import bench_app
 
 
@@ -20,7 +21,10 @@ def bench_decode(
     heads: Path = typer.Option(None, "--heads", exists=True,
                                help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
                                     "or a folder holding one (and draft_vocab.safetensors, if any)."),
-    grammar: str = typer.Option("both", "--grammar", help="on, off or both: decode with the apply_patch grammar."),
+    grammar: str = typer.Option("both", "--grammar", help="on, off or both: decode with the format's grammar."),
+    fmt: str = typer.Option("apply_patch", "--format", help="The outputs decoded: apply_patch, or whole (the file "
+                                                            "rewritten: no grammar, what `edit` writes for short files)."),
+    configs: str = typer.Option(",".join(DECODE_CONFIGS), "--configs", help="Comma-separated, plain first."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
 ) -> None:
     """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
@@ -31,12 +35,21 @@ def bench_decode(
     modes = {"on": (True,), "off": (False,), "both": (True, False)}
     if grammar not in modes:
         raise typer.BadParameter(f"expected on, off or both, not {grammar!r}", param_hint="--grammar")
+    if fmt not in ("apply_patch", "whole"):
+        raise typer.BadParameter(f"expected apply_patch or whole, not {fmt!r}", param_hint="--format")
+    if fmt == "whole" and grammar != "off":
+        raise typer.BadParameter("whole outputs have no grammar: add --grammar off", param_hint="--format")
+    chosen = tuple(c.strip() for c in configs.split(","))
+    unknown = [c for c in chosen if c not in DECODE_CONFIGS]
+    if unknown or chosen[0] != "plain":
+        raise typer.BadParameter(f"choose among {', '.join(DECODE_CONFIGS)}, plain first; got {configs!r}",
+                                 param_hint="--configs")
     err = Console(stderr=True)
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
         mtp_heads = load_heads_file(heads, model_obj) if heads else load_default_heads(model, model_obj)
     items = load_items("editeval", limit)
-    report = {"model": f"{model} ({quantize})", "items": len(items), "max_new_tokens": max_new_tokens,
+    report = {"model": f"{model} ({quantize})", "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
               "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None, "configs": []}
 
     def save(rows: list[dict]) -> None:
@@ -45,7 +58,7 @@ def bench_decode(
         if json_out:
             json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    decode(model_obj, tokenizer, items, heads=mtp_heads, max_new_tokens=max_new_tokens,
+    decode(model_obj, tokenizer, items, heads=mtp_heads, max_new_tokens=max_new_tokens, fmt=fmt, configs=chosen,
            grammar_modes=modes[grammar], on_row=save)
     print(markdown_decode(report))
 
