@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .propose import FORMATS, Editor, build_request, copy_sources, editor_mtp_drafter
+from .propose import FORMATS, Editor, build_request, copy_drafter, editor_mtp_drafter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 BENCHMARKS = {"editeval": "editeval.jsonl", "humanevalfix": "humanevalfix_python.jsonl"}
@@ -97,7 +97,7 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
     `mean_accepted`: tokens per verification, the target's own token included; `draft_acceptance`:
     accepted / drafted tokens; `identical_to_plain`: the config produced exactly plain greedy's tokens on
     every item. `on_row(rows so far)` after each config (a long run keeps what it measured)."""
-    from decoding.drafters import CombinedDrafter, CopyDrafter, MTPDrafter
+    from decoding.drafters import CombinedDrafter, MTPDrafter
     from decoding.generate import Generator
 
     if not configs or configs[0] != "plain":
@@ -116,13 +116,12 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                 prompt_ids, constraint = build_request(
                     tokenizer, fmt, name="item.py", text=item.code, instruction=item.instruction,
                     language="python", eos_token_ids=eos, vocab_size=vocab, grammar=use_grammar)
-                source = [tokenizer.encode(text, add_special_tokens=False)
-                          for text in copy_sources(fmt, item.code)]
                 fixed_k = int(config.split("k=")[1]) if "k=" in config else None
-                drafters = {"plain": [], "copy": [CopyDrafter(source)]}.get(config)
+                drafters = {"plain": [], "copy": [copy_drafter(tokenizer, fmt, item.code)]}.get(config)
                 if drafters is None:
                     mtp = MTPDrafter(heads) if fixed_k else editor_mtp_drafter(heads)
-                    drafters = [CombinedDrafter(mtp, CopyDrafter(source))] if config == "mtp+copy" else [mtp]
+                    drafters = ([CombinedDrafter(mtp, copy_drafter(tokenizer, fmt, item.code))]
+                                if config == "mtp+copy" else [mtp])
                 generator = Generator(model, tokenizer, drafters=drafters, max_draft=fixed_k or 8,
                                       adaptive=fixed_k is None)
                 generator.generate(prompt_ids, None, max_new_tokens=1)  # prefill outside the timing

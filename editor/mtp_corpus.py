@@ -35,7 +35,7 @@ from pathlib import Path
 
 from decoding.train_mtp import TrainSequence
 from editor import prompting
-from editor.propose import build_request, copy_sources
+from editor.propose import build_request, copy_drafter, output_budget
 from editor.formats import apply_patch, ot
 
 FORMAT_WEIGHTS = {"apply_patch": 3, "ot": 1}  # apply_patch is the editor's default format
@@ -213,6 +213,11 @@ def shared_prefix_len(tokenizer, fmt: str, _memo: dict = {}) -> int:
     return _memo[key]
 
 
+def weighted(weights: dict[str, int]) -> list[str]:
+    """Each key `weight` times: rng.choice over it draws keys in proportion to their weights."""
+    return [key for key, weight in weights.items() for _ in range(weight)]
+
+
 def held_out(source: str, fraction: float) -> bool:
     """Deterministic split by source file, so no file lends windows to both sides."""
     return int(hashlib.sha256(source.encode()).hexdigest()[:8], 16) < fraction * 16 ** 8
@@ -228,7 +233,7 @@ def build_corpus(tokenizer, roots: list[Path] | None = None, *, train_sequences:
     pairs = real_diff_pairs(roots, rng, int(wanted * real_fraction))
     pairs += synthetic_pairs(python_files(roots), rng, wanted - len(pairs))
     rng.shuffle(pairs)
-    formats = [fmt for fmt, weight in FORMAT_WEIGHTS.items() for _ in range(weight)]
+    formats = weighted(FORMAT_WEIGHTS)
     train, evaluation = [], []
     for pair in pairs:
         side = evaluation if held_out(pair.source, eval_fraction) else train
@@ -298,13 +303,12 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
     format's grammar narrowed to the file; copy drafts, which change the speed, not the tokens). Answers are
     kept in `folder` (one file per prompt), so a rerun reuses them; generating stops at `deadline`
     (time.time()), keeping what was done."""
-    from decoding.drafters import CopyDrafter
     from decoding.generate import Generator
 
     folder.mkdir(parents=True, exist_ok=True)
     generator = Generator(model, tokenizer)
     vocab = model.get_output_embeddings().out_features
-    sequences = []
+    sequences, answer_tokens = [], 0
     for index, request in enumerate(requests):
         prompt_ids, constraint = build_request(
             tokenizer, request.format, name=request.path, text=request.text, instruction=request.instruction,
@@ -316,10 +320,9 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
         elif deadline is not None and time.time() > deadline:
             break
         else:
-            generator.drafters = [CopyDrafter([_encode(tokenizer, source)
-                                               for source in copy_sources(request.format, request.text)])]
-            budget = min(max_new_tokens, 2 * len(_encode(tokenizer, request.text)) + 256)  # as `Editor` does
-            generation = generator.generate(prompt_ids, constraint, max_new_tokens=budget)
+            generator.drafters = [copy_drafter(tokenizer, request.format, request.text)]
+            generation = generator.generate(prompt_ids, constraint,
+                                            max_new_tokens=output_budget(tokenizer, request.text, max_new_tokens))
             answer = generation.tokens + ([tokenizer.eos_token_id] if generation.finish_reason != "length" else [])
             partial = path.with_suffix(".partial")
             partial.write_text(json.dumps({"request": request.__dict__, "answer": answer,
@@ -327,9 +330,9 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
             partial.replace(path)
         sequences.append(TrainSequence(prompt_ids + answer, prefix_len=shared_prefix_len(tokenizer, request.format),
                                        focus_start=len(prompt_ids)))
+        answer_tokens += len(answer)
         if on_progress is not None:
-            on_progress("generate", index + 1, len(requests), {"tokens": sum(len(s.tokens) - s.focus_start
-                                                                             for s in sequences)})
+            on_progress("generate", index + 1, len(requests), {"tokens": answer_tokens})
     return sequences
 
 
@@ -341,7 +344,7 @@ def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *
     rng = random.Random(seed + 1)
     files = python_files(roots or default_sources())
     rng.shuffle(files)
-    formats = [fmt for fmt, weight in GENERATED_FORMATS.items() for _ in range(weight)]
+    formats = weighted(GENERATED_FORMATS)
     train, evaluation = [], []
     for path in files:
         side, wanted = ((evaluation, eval_sequences) if held_out(str(path), eval_fraction)

@@ -88,6 +88,19 @@ def copy_sources(fmt: str, text: str) -> list[str]:
     return [text] + ["".join(marker + line for line in lines) for marker in QUOTE_MARKERS.get(fmt, "")]
 
 
+def copy_drafter(tokenizer, fmt: str, text: str):
+    """The copy drafter for an answer in `fmt` about `text` (over `copy_sources`)."""
+    from decoding.drafters import CopyDrafter
+
+    return CopyDrafter([tokenizer.encode(source, add_special_tokens=False) for source in copy_sources(fmt, text)])
+
+
+def output_budget(tokenizer, text: str, max_new_tokens: int) -> int:
+    """Most tokens an answer about `text` may take: an edit is shorter than a rewrite of the file, and a
+    budget past that only lets a looping model loop."""
+    return min(max_new_tokens, 2 * len(tokenizer.encode(text, add_special_tokens=False)) + 256)
+
+
 def editor_mtp_drafter(heads):
     """The MTP drafter as `edit` drafts with it (drafts cut at MTP_MIN_CONFIDENCE)."""
     from decoding.drafters import MTPDrafter
@@ -184,24 +197,21 @@ class Editor:
         return (path or "input.txt"), str(path_or_text)
 
     def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
-        from decoding.drafters import CombinedDrafter, CopyDrafter
+        from decoding.drafters import CombinedDrafter
 
         prompt_ids, constraint = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
                                                language=language, feedback=feedback,
                                                eos_token_ids=self.generator.eos_token_ids,
                                                vocab_size=self.vocab_size)
-        file_ids = self.tokenizer.encode(text, add_special_tokens=False)
         drafters = []
         if self.spec:
-            copy = CopyDrafter([self.tokenizer.encode(source, add_special_tokens=False)
-                                for source in copy_sources(fmt, text)])
+            copy = copy_drafter(self.tokenizer, fmt, text)
             if self.mtp_drafter is not None:
                 drafters.append(CombinedDrafter(self.mtp_drafter, copy))
             else:
                 drafters.append(copy)
         self.generator.drafters = drafters
-        # An edit is shorter than a rewrite of the file: a budget past that only lets a looping model loop.
-        budget = min(self.max_new_tokens, 2 * len(file_ids) + 256)
+        budget = output_budget(self.tokenizer, text, self.max_new_tokens)
         generation = self.generator.generate(prompt_ids, constraint, max_new_tokens=budget,
                                              temperature=self.temperature, seed=self.seed,
                                              on_progress=on_progress)

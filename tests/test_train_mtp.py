@@ -268,7 +268,6 @@ def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
 def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(tmp_path):
     from typer.testing import CliRunner
 
-    from decoding.generate import Generator
     from decoding.loading import HEADS_FILE, load_model
     from decoding.mtp import load_mtp_heads
     from editor.cli import app
