@@ -1,11 +1,12 @@
-"""Forward time of the default model for the few-token inputs of decoding: F.linear against the few-row path.
+"""Forward time of the default model for the few-token inputs of decoding, per Linear path: F.linear (MKL),
+session 2's transposed product, oneDNN's, and what `load_model` uses (`decoding.small_batch`: transposed
+up to 4 rows, oneDNN beyond).
 
-    python bench/bench_small_batch.py [--model default] [--context 600] [--repeats 7] [--json OUT]
+    python -m bench.bench_small_batch [--model default] [--context 600] [--repeats 7] [--json OUT]
 
 The model holds a KV cache of --context random tokens; each row times a forward of T new tokens (a plain
 step is T = 1, verifying a draft of k tokens is T = k + 1), median of --repeats, with every large Linear
-on `F.linear` and then on `decoding.small_batch`'s path, alternating per T so both see the same machine.
-Prints a markdown table.
+on each path in turn, alternating per T so all see the same machine. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -16,23 +17,41 @@ import types
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
 from bench.bench_apply import median_ms
 from decoding.loading import load_model
-from decoding.small_batch import small_batch_forward
+from decoding.small_batch import fast_linear_forward, transposed_product
 
 LENGTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
+
+
+def transposed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Session 2's path: `(W @ x.T).T` up to 8 rows, F.linear beyond."""
+    rows = x.numel() // x.shape[-1]
+    if rows > 8:
+        return F.linear(x, self.weight, self.bias)
+    out = transposed_product(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def onednn_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+PATHS = {"f_linear": nn.Linear.forward, "transposed": transposed_forward, "onednn": onednn_forward,
+         "shipped": fast_linear_forward}
 
 
 def run(model_spec: str, context: int, repeats: int) -> dict:
     model, _ = load_model(model_spec)
     rerouted = [m for m in model.modules() if "forward" in vars(m)]  # what load_model sped up
 
-    def use(small_batch: bool) -> None:
+    def use(path: str) -> None:
         for layer in rerouted:
-            layer.forward = types.MethodType(small_batch_forward if small_batch else nn.Linear.forward, layer)
+            layer.forward = types.MethodType(PATHS[path], layer)
 
     vocab = model.config.get_text_config().vocab_size
     rows = []
@@ -49,11 +68,11 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
 
         for length in LENGTHS:
             timings = {}
-            for small_batch in (False, True):
-                use(small_batch)
+            for path in PATHS:
+                use(path)
                 step(length)()  # warm-up, untimed
-                timings[small_batch] = median_ms(step(length), repeats)
-            rows.append({"tokens": length, "f_linear_ms": timings[False], "small_batch_ms": timings[True]})
+                timings[f"{path}_ms"] = median_ms(step(length), repeats)
+            rows.append({"tokens": length, **timings})
     return {"model": model_spec, "context": context, "repeats": repeats, "threads": torch.get_num_threads(),
             "layers": len(rerouted), "rows": rows}
 
@@ -61,10 +80,12 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
 def markdown(report: dict) -> str:
     lines = [f"{report['model']} float32, KV cache of {report['context']} tokens, {report['threads']} threads, "
              f"median of {report['repeats']}; {report['layers']} Linear layers rerouted", "",
-             "| tokens per forward | F.linear ms | few-row path ms | speed-up |", "|---:|---:|---:|---:|"]
+             "| tokens per forward | F.linear ms | transposed (session 2) ms | oneDNN ms | shipped ms |"
+             " shipped vs F.linear | shipped vs transposed |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["rows"]:
-        lines.append(f"| {row['tokens']} | {row['f_linear_ms']:.0f} | {row['small_batch_ms']:.0f} | "
-                     f"{row['f_linear_ms'] / row['small_batch_ms']:.2f}x |")
+        lines.append(f"| {row['tokens']} | {row['f_linear_ms']:.0f} | {row['transposed_ms']:.0f} | "
+                     f"{row['onednn_ms']:.0f} | {row['shipped_ms']:.0f} | "
+                     f"{row['f_linear_ms'] / row['shipped_ms']:.2f}x | {row['transposed_ms'] / row['shipped_ms']:.2f}x |")
     return "\n".join(lines)
 
 

@@ -1,22 +1,27 @@
 """Faster Linear layers for the few-row inputs of decoding on CPU.
 
 Decoding feeds a Linear 1 row (a plain step) or a handful (a speculative verification). Measured on this
-project's 2-core AVX2 machine with torch 2.13's CPU kernels, `F.linear(x, W)` is poor exactly there:
+project's 2-core AMD EPYC (AVX2) with torch 2.13, `F.linear(x, W)` (MKL) is poor exactly there: one row
+goes to a matrix-vector kernel that uses one thread, 2-8 rows to a matrix-matrix kernel that packs all
+of W first. Two other products of the same dense float32 weight do better, each for its own row counts:
 
-    Qwen2.5 0.5B lm_head, W: [151936, 896]     rows: 1       2       3       4       5       8
-    F.linear(x, W)           (x @ W.T)              39 ms   89 ms   133 ms  84 ms   84 ms   87 ms
-    (W @ x.T).T                                     39 ms   14 ms   22 ms   20 ms   29 ms   53 ms
+    Qwen2.5 0.5B lm_head, W: [151936, 896]     rows: 1       2       3       5       8       600
+    F.linear(x, W)           (x @ W.T)              39 ms   89 ms   133 ms  90 ms   87 ms   1020 ms
+    (W @ x.T).T, one row doubled                    19 ms   20 ms   23 ms   36 ms   60 ms   -
+    oneDNN (torch.ops.mkldnn._linear_pointwise)     18 ms   26 ms   27 ms   29 ms   32 ms   904 ms
 
-One row goes to a matrix-vector kernel that uses one thread; 2-5 rows go to a matrix-matrix kernel that
-packs all of W first. Putting the few rows on the right (`W @ x.T`) avoids the packing, and giving a
-single row a copy of itself turns the one-thread kernel into the two-thread one. On the whole 0.5B model
-(600-token KV cache; `python bench/bench_small_batch.py`, docs/BENCHMARKS.md) a forward of 1 token went
-from 149 to 98 ms, of 2 tokens from 308 to 111 ms and of 4 from 285 to 140 ms: verifying a draft now
-costs little more than a plain step, which is what speculative decoding needs.
+`(W @ x.T).T` avoids the packing, and a single row given a copy of itself gets the two-thread kernel;
+oneDNN's kernel (which torch ships for its compiler) is the better one from 5 rows on, prefills
+included. On the whole 0.5B model, from a 600-token KV cache (`python -m bench.bench_small_batch`,
+docs/BENCHMARKS.md), a forward of 1 token takes ~85 ms on either (F.linear: 148), of 2-4 tokens 95-126 ms
+transposed against 136-154 oneDNN, and of 6, 8, 12 tokens 156, 174, 181 ms oneDNN against 219, 236, 284
+transposed. So verifying a draft costs little more than a plain step, which is what speculative
+decoding needs.
 
-The result is the same product summed in another order, so logits move by ~1e-5: the same kind of
-change as a different batch size already makes, and every path of a generation (plain steps and
-verifications) runs through the same layers.
+The result is the same product summed in another order, so logits move by ~1e-6: the same kind of
+change as a different batch size already makes, and every path of a generation (prefill, plain steps,
+verifications) runs through the same layers. Training (grad enabled) keeps `F.linear`: the oneDNN op
+has no backward.
 """
 
 from __future__ import annotations
@@ -27,31 +32,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_ROWS = 8  # beyond this the matrix-matrix kernel's packing pays for itself
-MIN_WEIGHTS = 1_000_000  # smaller layers gain nothing measurable
+MAX_TRANSPOSED_ROWS = 4  # from 5 rows on, oneDNN's product is the faster one on the whole model
+MIN_WEIGHTS = 500_000  # smaller layers (Qwen2.5 0.5B's k and v projections, 115k) gain nothing measurable
 
 
-def small_batch_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    # x: [..., in] -> [..., out]
-    rows = x.numel() // x.shape[-1]
-    if rows > MAX_ROWS or torch.is_grad_enabled():
-        return F.linear(x, self.weight, self.bias)
-    flat = x.reshape(rows, x.shape[-1])
+def onednn_available() -> bool:
+    """Whether this torch build has the oneDNN linear op (every x86 and arm64 CPU wheel does)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def transposed_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # x: [rows, in], rows <= MAX_TRANSPOSED_ROWS -> [rows, out]
+    rows = x.shape[0]
     # Two columns at least: the two-thread kernel, not the one-thread matrix-vector one. Contiguous in and
     # out: a transposed view in either place sends the next layer's product down a slower path
     # (2 tokens: 160 ms a forward with views, 114 ms without).
-    flat = flat.repeat(2, 1) if rows == 1 else flat.contiguous()
-    out = (self.weight @ flat.T).T[:rows].contiguous()  # [rows, out]
-    if self.bias is not None:
-        out = out + self.bias
+    x = x.repeat(2, 1) if rows == 1 else x.contiguous()
+    out = (weight @ x.T).T[:rows].contiguous()
+    return out + bias if bias is not None else out
+
+
+def fast_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # x: [..., in] -> [..., out]
+    if torch.is_grad_enabled() or x.dtype != torch.float32:
+        return F.linear(x, self.weight, self.bias)
+    rows = x.numel() // x.shape[-1]
+    if rows > MAX_TRANSPOSED_ROWS:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+    out = transposed_product(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def speed_up_small_batches(module: nn.Module) -> nn.Module:
-    """Route every large float Linear of `module` through `small_batch_forward` (in place; returns it).
-    Training (grad enabled) and inputs of many rows keep `F.linear`."""
+    """Route every large float32 Linear of `module` through `fast_linear_forward` (in place; returns it).
+    Training (grad enabled) keeps `F.linear`; without oneDNN nothing changes."""
+    if not onednn_available():
+        return module
     for layer in module.modules():
-        if (type(layer) is nn.Linear and layer.weight.is_floating_point()
+        if (type(layer) is nn.Linear and layer.weight.dtype == torch.float32
                 and layer.weight.numel() >= MIN_WEIGHTS):
-            layer.forward = types.MethodType(small_batch_forward, layer)
+            layer.forward = types.MethodType(fast_linear_forward, layer)
     return module

@@ -1,5 +1,5 @@
-"""Few-row Linear forwards (`decoding.small_batch`): the same function as F.linear, used only where it is
-faster (inference, few rows, large layers), and a whole model keeps its greedy output."""
+"""Decoding's Linear forwards (`decoding.small_batch`: the transposed product up to 4 rows, oneDNN's beyond):
+the same function as F.linear, used only at inference on large float32 layers; a model keeps its greedy output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from decoding import small_batch
-from decoding.small_batch import small_batch_forward, speed_up_small_batches
+from decoding.small_batch import fast_linear_forward, speed_up_small_batches
 from tests.test_generate import tiny_qwen2
 
 
@@ -18,13 +18,14 @@ def large_linear(bias: bool) -> nn.Linear:
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("shape", [(512,), (1, 512), (1, 1, 512), (3, 512), (1, 5, 512), (2, 4, 512), (1, 12, 512)])
-def test_small_batch_forward_equals_f_linear(bias, shape):
+@pytest.mark.parametrize("shape", [(512,), (1, 512), (1, 1, 512), (3, 512), (1, 5, 512), (2, 4, 512), (1, 12, 512),
+                                   (1, 300, 512)])
+def test_fast_linear_forward_equals_f_linear(bias, shape):
     layer = large_linear(bias)
     x = torch.randn(shape)
     with torch.inference_mode():
         expected = nn.functional.linear(x, layer.weight, layer.bias)
-        got = small_batch_forward(layer, x)
+        got = fast_linear_forward(layer, x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -52,7 +53,22 @@ def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):
     assert got.tolist() == expected.tolist()
 
 
-def test_bench_small_batch_times_both_paths(tmp_path, monkeypatch):
+def test_a_transposed_input_gives_the_same_product():
+    layer = large_linear(True)
+    x = torch.randn(1, 512, 6).transpose(1, 2)  # [1, 6, 512], not contiguous
+    with torch.inference_mode():
+        torch.testing.assert_close(fast_linear_forward(layer, x), nn.functional.linear(x, layer.weight, layer.bias),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_without_onednn_nothing_is_rerouted(monkeypatch):
+    monkeypatch.setattr(small_batch, "onednn_available", lambda: False)
+    model = nn.Sequential(large_linear(False))
+    speed_up_small_batches(model)
+    assert "forward" not in vars(model[0])
+
+
+def test_bench_small_batch_times_every_path(tmp_path, monkeypatch):
     from bench import bench_small_batch
     from tests.tiny_chat import chat_model, chat_tokenizer
 
@@ -63,4 +79,5 @@ def test_bench_small_batch_times_both_paths(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_small_batch, "LENGTHS", (1, 3))
     report = bench_small_batch.run(str(tmp_path), context=16, repeats=1)
     assert report["layers"] > 0 and [row["tokens"] for row in report["rows"]] == [1, 3]
+    assert all(row[f"{path}_ms"] > 0 for row in report["rows"] for path in bench_small_batch.PATHS)
     assert "| 3 |" in bench_small_batch.markdown(report)
