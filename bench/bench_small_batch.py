@@ -23,7 +23,7 @@ from transformers import DynamicCache
 
 from bench.bench_apply import median_ms
 from decoding.loading import load_model
-from decoding.small_batch import fast_linear_forward, transposed_product
+from decoding.small_batch import fast_linear_forward, onednn_product, transposed_product
 
 LENGTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
 
@@ -38,7 +38,7 @@ def transposed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def onednn_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+    return onednn_product(x, self.weight, self.bias)
 
 
 PATHS = {"f_linear": nn.Linear.forward, "transposed": transposed_forward, "onednn": onednn_forward,

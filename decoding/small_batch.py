@@ -41,6 +41,11 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # x: [..., in] -> [..., out]
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # no fused activation
+
+
 def transposed_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     # x: [rows, in], rows <= MAX_TRANSPOSED_ROWS -> [rows, out]
     rows = x.shape[0]
@@ -58,7 +63,7 @@ def fast_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
     rows = x.numel() // x.shape[-1]
     if rows > MAX_TRANSPOSED_ROWS:
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return onednn_product(x, self.weight, self.bias)
     out = transposed_product(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 

@@ -88,6 +88,13 @@ def quality(editor: Editor, items: list[Item], formats: list[str], on_item=None)
 DECODE_CONFIGS = ("plain", "copy", "mtp", "mtp k=1", "mtp k=2", "mtp k=3", "mtp k=4", "mtp+copy")
 
 
+def check_decode_configs(configs) -> None:
+    """ValueError unless `configs` are known decode configs with plain, the reference of the others, first."""
+    if not configs or configs[0] != "plain" or any(c not in DECODE_CONFIGS for c in configs):
+        raise ValueError(f"choose among {', '.join(DECODE_CONFIGS)}, plain first: decode configs must start with "
+                         f"plain, the reference of the others; got {', '.join(configs) or 'none'}")
+
+
 def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: int = 96, fmt: str = "apply_patch",
            configs=DECODE_CONFIGS, grammar_modes=(True, False), on_row=None) -> list[dict]:
     """Decoding speed of `fmt` outputs for the items: each config against plain, same weights, one run.
@@ -100,8 +107,7 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
     from decoding.drafters import CombinedDrafter, MTPDrafter
     from decoding.generate import Generator
 
-    if not configs or configs[0] != "plain":
-        raise ValueError(f"decode configs must start with plain, the reference of the others; got {configs}")
+    check_decode_configs(configs)
     vocab = model.get_output_embeddings().out_features
     eos = Generator(model, tokenizer).eos_token_ids
     wanted = [c for c in configs if heads is not None or "mtp" not in c]

@@ -52,6 +52,13 @@ def test_decode_measures_whole_file_outputs(tiny):
     assert "whole outputs" in markdown_decode({"model": "tiny", "items": 1, "format": "whole", "configs": rows})
 
 
+@pytest.mark.parametrize("configs", [(), ("copy", "plain"), ("plain", "mtp k=9")])
+def test_decode_refuses_configs_it_cannot_measure_against_plain(tiny, configs):
+    model, tokenizer, items = tiny
+    with pytest.raises(ValueError, match="plain first"):
+        decode(model, tokenizer, items, configs=configs)
+
+
 @pytest.mark.parametrize("options, message", [
     (["--format", "whole"], "no grammar"),
     (["--format", "udiff"], "apply_patch or whole"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..bench import DECODE_CONFIGS
+from ..bench import DECODE_CONFIGS, check_decode_configs
 from . import bench_app
 
 
@@ -40,10 +40,10 @@ def bench_decode(
     if fmt == "whole" and grammar != "off":
         raise typer.BadParameter("whole outputs have no grammar: add --grammar off", param_hint="--format")
     chosen = tuple(c.strip() for c in configs.split(","))
-    unknown = [c for c in chosen if c not in DECODE_CONFIGS]
-    if unknown or chosen[0] != "plain":
-        raise typer.BadParameter(f"choose among {', '.join(DECODE_CONFIGS)}, plain first; got {configs!r}",
-                                 param_hint="--configs")
+    try:
+        check_decode_configs(chosen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--configs") from None
     err = Console(stderr=True)
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
