@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
@@ -38,7 +37,7 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     """
     import torch
 
-    from .small_batch import speed_up_small_batches
+    from .small_batch import quantize_int8, speed_up_small_batches
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
@@ -167,20 +166,6 @@ def save_dequantized(model, tokenizer, folder: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-
-
-def quantize_int8(model):
-    """Swap every `nn.Linear` for a dynamically quantised int8 one, in place (no second copy)."""
-    import torch
-
-    with warnings.catch_warnings():
-        # torch deprecates torch.ao.quantization in favour of torchao, which is not a dependency here;
-        # the pinned torch still ships and runs it.
-        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
-                                category=DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
-                                                      inplace=True)
 
 
 def load_default_heads(spec: str | None, model):

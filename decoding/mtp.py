@@ -39,7 +39,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
-from decoding.small_batch import speed_up_small_batches
+from decoding.small_batch import quantize_int8, speed_up_small_batches
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ class MTPHeads(nn.Module):
         )
         reference = base_model.get_output_embeddings().weight
         self.to(device=reference.device, dtype=reference.dtype)
-        self._draft_vocab: tuple[torch.Tensor, list[nn.Linear]] | None = None  # see restrict_draft_vocab
+        self._draft_vocab: tuple[torch.Tensor, list[nn.Module]] | None = None  # see restrict_draft_vocab
+        self.int8 = False  # see quantize_drafting
 
     @property
     def base(self) -> nn.Module:
@@ -209,16 +210,32 @@ class MTPHeads(nn.Module):
             part.weight = nn.Parameter(full.weight.detach()[token_ids].contiguous(), requires_grad=False)
             if full.bias is not None:
                 part.bias = nn.Parameter(full.bias.detach()[token_ids].contiguous(), requires_grad=False)
-            heads.append(speed_up_small_batches(part))
+            heads.append(quantize_int8(part) if self.int8 else speed_up_small_batches(part))
         # Kept out of the module tree (a tuple) so state_dict and the checkpoint names stay the layout's.
         self._draft_vocab = (token_ids, heads)
 
+    def quantize_drafting(self) -> MTPHeads:
+        """Run the heads' own Linear layers (projection, block, an own or draft-vocabulary head) in int8
+        (returns self). Drafting only: a draft step costs ~2.5x less, which is most of what MTP adds to a
+        verification, and a draft that moves is verified like any other, so the output never changes. The
+        base model's lm_head, which the full-vocabulary path shares, stays as it is. The weights are then
+        no longer float tensors under the layout's names, so quantized heads cannot be saved or trained."""
+        if not self.int8:
+            self.int8 = True
+            for layer in self.layers:
+                quantize_int8(layer)
+            if self._draft_vocab is not None:
+                token_ids, heads = self._draft_vocab
+                self._draft_vocab = (token_ids, [quantize_int8(head) for head in heads])
+        return self
+
     def draft_logits(self, index: int, block_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         # block_out: [H] -> (logits [V'] over the draft vocabulary, its token ids [V']), or ([V], None) without one
+        row = block_out[None]  # [1, H]: int8 Linear layers take no 1-D input
         if self._draft_vocab is None:
-            return self.logits(index, block_out), None
+            return self.logits(index, row)[0], None
         token_ids, heads = self._draft_vocab
-        return heads[index](self.layers[index].final_norm(block_out)), token_ids
+        return heads[index](self.layers[index].final_norm(row))[0], token_ids
 
     @torch.no_grad()
     def extend(self, state: MTPState, hidden: torch.Tensor, next_tokens: list[int]) -> None:
@@ -435,6 +452,8 @@ def convert_state(heads: MTPHeads, layout: str) -> dict[str, torch.Tensor]:
     The block is the same class with the same names in every layout. What cannot be converted: which
     target hidden state feeds the heads (pre/post final norm, see the module docstring) and a separate
     per-layer output head in layouts that always use the base lm_head."""
+    if heads.int8:
+        raise MTPError("these heads run in int8 for drafting; save them before quantize_drafting()")
     target = LAYOUTS[layout]
     source = heads.layout
     if layout in ("qwen3_5", "mimo") and heads.hidden_norm != "post":

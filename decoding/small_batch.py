@@ -27,6 +27,7 @@ has no backward.
 from __future__ import annotations
 
 import types
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,17 @@ def speed_up_small_batches(module: nn.Module) -> nn.Module:
                 and layer.weight.numel() >= MIN_WEIGHTS):
             layer.forward = types.MethodType(fast_linear_forward, layer)
     return module
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """Swap every `nn.Linear` of `module` for a dynamically quantised int8 one, in place (no second copy).
+    About 3x faster than float32 here, but some products change enough to move greedy picks."""
+    if type(module) is nn.Linear:  # quantize_dynamic swaps a module's children, never the module itself
+        return quantize_int8(nn.Sequential(module))[0]
+    with warnings.catch_warnings():
+        # torch deprecates torch.ao.quantization in favour of torchao, which is not a dependency here;
+        # the pinned torch still ships and runs it.
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated",
+                                category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from decoding.train_mtp import TrainSequence
 from editor import prompting
-from editor.propose import build_request, copy_drafter, output_budget
+from editor.propose import build_request, copy_drafter, editor_mtp_drafter, output_budget
 from editor.formats import apply_patch, ot
 
 FORMAT_WEIGHTS = {"apply_patch": 3, "ot": 1}  # apply_patch is the editor's default format
@@ -298,15 +298,17 @@ def edit_request(path: Path, rng: random.Random, formats: list[str]) -> EditRequ
 
 
 def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: Path, *, max_new_tokens: int = 256,
-                        deadline: float | None = None, on_progress=None) -> list[TrainSequence]:
+                        deadline: float | None = None, heads=None, on_progress=None) -> list[TrainSequence]:
     """Prompt + the base's own greedy answer + end of turn for each request, as `edit` decodes it (the
-    format's grammar narrowed to the file; copy drafts, which change the speed, not the tokens). Answers are
-    kept in `folder` (one file per prompt), so a rerun reuses them; generating stops at `deadline`
-    (time.time()), keeping what was done."""
+    format's grammar narrowed to the file; copy drafts, and MTP drafts with `heads`, which change the speed,
+    not the tokens). Answers are kept in `folder` (one file per prompt), so a rerun reuses them; generating
+    stops at `deadline` (time.time()), keeping what was done."""
+    from decoding.drafters import CombinedDrafter
     from decoding.generate import Generator
 
     folder.mkdir(parents=True, exist_ok=True)
     generator = Generator(model, tokenizer)
+    mtp = editor_mtp_drafter(heads) if heads is not None else None  # one for all: it follows the KV cache
     vocab = model.get_output_embeddings().out_features
     sequences, answer_tokens = [], 0
     for index, request in enumerate(requests):
@@ -320,7 +322,8 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
         elif deadline is not None and time.time() > deadline:
             break
         else:
-            generator.drafters = [copy_drafter(tokenizer, request.format, request.text)]
+            copy = copy_drafter(tokenizer, request.format, request.text)
+            generator.drafters = [CombinedDrafter(mtp, copy) if mtp is not None else copy]
             generation = generator.generate(prompt_ids, constraint,
                                             max_new_tokens=output_budget(tokenizer, request.text, max_new_tokens))
             answer = generation.tokens + ([tokenizer.eos_token_id] if generation.finish_reason != "length" else [])
@@ -338,9 +341,9 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
 
 def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *, train_sequences: int,
                      eval_sequences: int, eval_fraction: float = 0.1, seed: int = 0, deadline: float | None = None,
-                     on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:
+                     heads=None, on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:
     """(train, held-out) sequences of the model's own answers, held out by file as in `build_corpus`; the
-    held-out ones are all generated, the training ones until `deadline`."""
+    held-out ones are all generated, the training ones until `deadline`. `heads`: MTP heads to draft with."""
     rng = random.Random(seed + 1)
     files = python_files(roots or default_sources())
     rng.shuffle(files)
@@ -352,5 +355,6 @@ def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *
         request = edit_request(path, rng, formats) if len(side) < wanted else None
         if request:
             side.append(request)
-    held = generated_sequences(model, tokenizer, evaluation, folder, on_progress=on_progress)
-    return generated_sequences(model, tokenizer, train, folder, deadline=deadline, on_progress=on_progress), held
+    held = generated_sequences(model, tokenizer, evaluation, folder, heads=heads, on_progress=on_progress)
+    return generated_sequences(model, tokenizer, train, folder, deadline=deadline, heads=heads,
+                               on_progress=on_progress), held

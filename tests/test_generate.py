@@ -115,6 +115,9 @@ PROMPT = [5, 9, 13, 17, 21, 25, 29, 33] * 4 + [40, 41]
 def drafter_sets(model):
     heads = MTPHeads(model, "deepseek", 1, hidden_norm="post")
     randomize(heads, 1)
+    int8_heads = MTPHeads(model, "deepseek", 1, hidden_norm="post")
+    randomize(int8_heads, 1)
+    int8_heads.quantize_drafting()
     copy = lambda: CopyDrafter([PROMPT])  # noqa: E731
     return {
         "none": lambda: ([], 8),
@@ -122,6 +125,7 @@ def drafter_sets(model):
         **{f"mtp_k{k}": (lambda k=k: ([MTPDrafter(heads)], k)) for k in (1, 2, 3, 4)},
         "mtp+copy": lambda: ([CombinedDrafter(MTPDrafter(heads), copy(), copy_min_len=3)], 6),
         "mtp gated": lambda: ([MTPDrafter(heads, min_confidence=0.3)], 4),
+        "mtp int8": lambda: ([MTPDrafter(int8_heads)], 4),
     }
 
 

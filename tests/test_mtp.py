@@ -287,3 +287,18 @@ def test_min_confidence_ends_the_draft_where_the_heads_doubt_it(base):
         threshold = confidence[cut] * 0.999 if cut == 3 else (confidence[cut] + confidence[cut + 1]) / 2
         assert heads.draft(state, [], 4, min_confidence=threshold)[0] == full[:cut + 1]
     assert heads.draft(state, [], 4, min_confidence=1.01)[0] == []
+
+
+def test_int8_drafting_keeps_the_drafts_close_and_cannot_be_saved(base):
+    heads, state = synced_heads(base, seed=29)
+    heads.restrict_draft_vocab(torch.arange(0, 128, 2))
+    reference = heads.draft_logits(0, state.last_block_out[0, -1])[0]
+    heads.quantize_drafting()
+    assert heads.quantize_drafting() is heads  # once only
+    quantized = heads.draft_logits(0, state.last_block_out[0, -1])[0]
+    assert not torch.equal(quantized, reference)  # the int8 layers did run
+    assert torch.corrcoef(torch.stack([quantized, reference]))[0, 1] > 0.99
+    drafted, _ = heads.draft(state, [], 4)
+    assert len(drafted) == 4 and all(t % 2 == 0 for t in drafted)
+    with pytest.raises(MTPError, match="int8 for drafting"):
+        convert_state(heads, "qwen3_5")

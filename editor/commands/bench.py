@@ -21,6 +21,8 @@ def bench_decode(
     heads: Path = typer.Option(None, "--heads", exists=True,
                                help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
                                     "or a folder holding one (and draft_vocab.safetensors, if any)."),
+    float_heads: bool = typer.Option(False, "--float-heads", help="Draft with the heads in float32, not in "
+                                                                    "int8 as `edit` does."),
     grammar: str = typer.Option("both", "--grammar", help="on, off or both: decode with the format's grammar."),
     fmt: str = typer.Option("apply_patch", "--format", help="The outputs decoded: apply_patch, or whole (the file "
                                                             "rewritten: no grammar, what `edit` writes for short files)."),
@@ -48,9 +50,12 @@ def bench_decode(
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
         mtp_heads = load_heads_file(heads, model_obj) if heads else load_default_heads(model, model_obj)
+        if mtp_heads is not None and not float_heads:
+            mtp_heads.quantize_drafting()  # as `edit` drafts with them
     items = load_items("editeval", limit)
     report = {"model": f"{model} ({quantize})", "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
-              "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None, "configs": []}
+              "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None,
+              "heads_dtype": None if mtp_heads is None else "float32" if float_heads else "int8", "configs": []}
 
     def save(rows: list[dict]) -> None:
         report["configs"] = rows

@@ -46,7 +46,7 @@ def train_mtp(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from decoding import train_mtp as trainer
-    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_model
+    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_default_heads, load_heads_file, load_model
     from decoding.models import ModelError
     from decoding.mtp import MTPHeads
     from editor.mtp_corpus import build_corpus, generated_corpus
@@ -67,8 +67,6 @@ def train_mtp(
     checkpoint = out / "checkpoint.pt"
     if not (resume and checkpoint.is_file()):
         if init is not None:
-            from decoding.loading import load_heads_file
-
             trainer.init_from_heads(mtp, load_heads_file(init, base))
         else:
             trainer.init_from_base(mtp)
@@ -90,12 +88,17 @@ def train_mtp(
         held_out = trainer.cache_targets(base, eval_seqs, out / "cache", **common)
         own_held_out, own_records, generate_seconds = [], [], 0.0
         if generated:
-            # The model's own answers come first: they are the data closest to what the heads draft.
+            # The model's own answers come first: they are the data closest to what the heads draft. They
+            # are decoded as `edit` decodes: with the heads it would load (or those this run starts from),
+            # drafting in int8, which changes the speed, never the answers.
+            drafting_heads = load_heads_file(init, base) if init is not None else load_default_heads(model, base)
+            if drafting_heads is not None:
+                drafting_heads.quantize_drafting()
             # Generating stops early enough to cache what it made: caching costs about a third of generating.
             own_train, own_eval = generated_corpus(base, tokenizer, data, out / "generated",
                                                    train_sequences=generated, eval_sequences=max(1, generated // 16),
                                                    seed=seed, deadline=started + 0.75 * (cache_deadline - started),
-                                                   on_progress=on_progress)
+                                                   heads=drafting_heads, on_progress=on_progress)
             generate_seconds = time.time() - cache_started
             own_held_out = trainer.cache_targets(base, own_eval, out / "cache", **common)
             own_records = trainer.cache_targets(base, own_train, out / "cache", **common)
