@@ -304,6 +304,10 @@ def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(t
                                 eval_sequences=1, deadline=0.0)
     assert len(train) == card["data"]["generated_sequences"]
     assert all(len(s.tokens) > s.focus_start > s.prefix_len for s in train)
+    # Those answers were decoded with the --init heads drafting (in int8): without them, the same tokens.
+    plain, _ = generated_corpus(model, tokenizer, [sources], tmp_path / "plain", train_sequences=len(train),
+                                eval_sequences=1)
+    assert [s.tokens for s in plain] == [s.tokens for s in train]
     before = load_mtp_heads(first / HEADS_FILE, model).state_dict()
     after = load_mtp_heads(second / HEADS_FILE, model).state_dict()
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
