@@ -169,7 +169,8 @@ def markdown_quality(report: dict) -> str:
 
 
 def markdown_decode(report: dict) -> str:
-    lines = [f"{report['model']}, {report['items']} EditEval items, {report.get('format', 'apply_patch')} outputs",
+    heads = f", MTP heads: {report['heads']} ({report['heads_dtype']})" if report.get("heads") else ""
+    lines = [f"{report['model']}, {report['items']} EditEval items, {report.get('format', 'apply_patch')} outputs{heads}",
              "", "| config | tokens/s | speed-up vs plain | tokens per verification | draft acceptance "
                  "| model calls per token | grammar µs/token | identical to plain |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]

@@ -50,6 +50,8 @@ def test_decode_measures_whole_file_outputs(tiny):
                   grammar_modes=(False,))
     assert [row["config"] for row in rows] == ["plain", "copy"] and all(r["identical_to_plain"] for r in rows)
     assert "whole outputs" in markdown_decode({"model": "tiny", "items": 1, "format": "whole", "configs": rows})
+    assert "outputs, MTP heads: shipped (int8)\n" in markdown_decode(
+        {"model": "tiny", "items": 1, "heads": "shipped", "heads_dtype": "int8", "configs": rows})
 
 
 @pytest.mark.parametrize("configs", [(), ("copy", "plain"), ("plain", "mtp k=9")])
@@ -131,6 +133,7 @@ def test_bench_decode_command_measures_given_heads_with_their_draft_vocabulary(t
     assert [row["config"] for row in report["configs"]] == ["plain", "copy", "mtp", "mtp k=1", "mtp k=2",
                                                            "mtp k=3", "mtp k=4", "mtp+copy"]
     assert all(row["identical_to_plain"] for row in report["configs"])
+    assert report["heads_dtype"] == "int8"  # as `edit` drafts with them
     assert "| mtp k=2 |" in result.stdout
     bad = CliRunner().invoke(app, ["bench", "decode", "--model", str(tmp_path / "model"), "--grammar", "maybe"])
     assert bad.exit_code != 0 and "on, off or both" in bad.output
