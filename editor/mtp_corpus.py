@@ -339,22 +339,31 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
     return sequences
 
 
-def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *, train_sequences: int,
-                     eval_sequences: int, eval_fraction: float = 0.1, seed: int = 0, deadline: float | None = None,
-                     heads=None, on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:
-    """(train, held-out) sequences of the model's own answers, held out by file as in `build_corpus`; the
-    held-out ones are all generated, the training ones until `deadline`. `heads`: MTP heads to draft with."""
-    rng = random.Random(seed + 1)
+def edit_requests(roots: list[Path] | None, train_sequences: int, eval_sequences: int, eval_fraction: float = 0.1,
+                  seed: int = 0) -> tuple[list[EditRequest], list[EditRequest]]:
+    """(train, held-out) edit requests, held out by file as in `build_corpus`. Each file's request is
+    drawn from its own seed, so asking for more keeps the requests of a smaller call as its first ones,
+    and a later run with a larger --generated reuses the answers an earlier one kept."""
     files = python_files(roots or default_sources())
-    rng.shuffle(files)
+    random.Random(seed + 1).shuffle(files)
     formats = weighted(GENERATED_FORMATS)
     train, evaluation = [], []
     for path in files:
         side, wanted = ((evaluation, eval_sequences) if held_out(str(path), eval_fraction)
                         else (train, train_sequences))
-        request = edit_request(path, rng, formats) if len(side) < wanted else None
-        if request:
+        if len(side) < wanted and (request := edit_request(path, random.Random(f"{seed}:{path}"), formats)):
             side.append(request)
+        if len(train) >= train_sequences and len(evaluation) >= eval_sequences:
+            break
+    return train, evaluation
+
+
+def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *, train_sequences: int,
+                     eval_sequences: int, eval_fraction: float = 0.1, seed: int = 0, deadline: float | None = None,
+                     heads=None, on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:
+    """(train, held-out) sequences of the model's own answers to `edit_requests`; the held-out ones are
+    all generated, the training ones until `deadline`. `heads`: MTP heads to draft with."""
+    train, evaluation = edit_requests(roots, train_sequences, eval_sequences, eval_fraction, seed)
     held = generated_sequences(model, tokenizer, evaluation, folder, heads=heads, on_progress=on_progress)
     return generated_sequences(model, tokenizer, train, folder, deadline=deadline, heads=heads,
                                on_progress=on_progress), held

@@ -202,6 +202,20 @@ def test_corpus_answers_apply_to_give_the_new_text(tmp_path):
 SHIPPED = Path(__file__).resolve().parents[1] / "decoding" / "heads" / SHIPPED_HEADS["default"]
 
 
+def test_edit_requests_of_a_larger_call_start_with_those_of_a_smaller_one(tmp_path):
+    from editor.mtp_corpus import edit_requests
+
+    for i in range(100):
+        body = "".join(f"    value_{j} = x * {i + j}\n" for j in range(14))
+        (tmp_path / f"mod{i}.py").write_text(f"def f{i}(x):\n{body}    return value_0\n", encoding="utf-8")
+    small_train, small_eval = edit_requests([tmp_path], 5, 1, eval_fraction=0.3)
+    large_train, large_eval = edit_requests([tmp_path], 20, 4, eval_fraction=0.3)
+    # A larger --generated (and so more held-out answers) must not change the requests answered before.
+    assert large_train[:5] == small_train and large_eval[:1] == small_eval
+    assert len(large_train) == 20 and len({r.source for r in large_train}) == 20 and len(large_eval) == 4
+    assert not {r.source for r in large_train} & {r.source for r in large_eval}
+
+
 def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
     card = json.loads((SHIPPED / "card.json").read_text(encoding="utf-8"))
     assert card["base_sha256"] == REGISTRY["default"].sha256
