@@ -131,8 +131,8 @@ class Editor:
             from decoding.loading import load_model, load_default_heads
 
             model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
-            # With copy drafts and the grammar, int8 MTP drafting measured 1.1-1.2x faster than copy
-            # drafting alone (docs/BENCHMARKS.md, Decoding); in float32 it was no faster.
+            # Beside copy drafts, int8 MTP drafting measured 0.97-1.12x copy drafting alone with the
+            # grammar and 1.09-1.19x without (docs/BENCHMARKS.md, Decoding); in float32, 0.98x.
             if mtp_heads is None and spec and mtp:
                 mtp_heads = load_default_heads(model, model_obj)
                 if mtp_heads is not None:
