@@ -203,6 +203,14 @@ def load_default_heads(spec: str | None, model):
     return load_mtp_heads(path, model)
 
 
+def load_drafting_heads(spec: str | None, model, path: Path | None = None, int8: bool = True):
+    """The MTP heads to draft with: those saved at `path` (`load_heads_file`), else `spec`'s own
+    (`load_default_heads`, None where there are none); in int8 (`MTPHeads.quantize_drafting`) unless
+    `int8=False`, since a draft's precision changes the speed, never the output."""
+    heads = load_heads_file(path, model) if path is not None else load_default_heads(spec, model)
+    return heads.quantize_drafting() if heads is not None and int8 else heads
+
+
 def load_heads_file(path: Path, model):
     """Heads saved by `edit model train-mtp`: its mtp.safetensors (or a folder holding it) and, next to
     it, the draft vocabulary they were trained on, if there is one."""

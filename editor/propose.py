@@ -128,15 +128,13 @@ class Editor:
         from decoding.generate import Generator
 
         if model_obj is None:
-            from decoding.loading import load_model, load_default_heads
+            from decoding.loading import load_drafting_heads, load_model
 
             model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
             # Beside copy drafts, int8 MTP drafting measured 0.97-1.12x copy drafting alone with the
             # grammar and 1.09-1.19x without (docs/BENCHMARKS.md, Decoding); in float32, 0.98x.
             if mtp_heads is None and spec and mtp:
-                mtp_heads = load_default_heads(model, model_obj)
-                if mtp_heads is not None:
-                    mtp_heads.quantize_drafting()
+                mtp_heads = load_drafting_heads(model, model_obj)
         self.model, self.tokenizer = model_obj, tokenizer
         self.mtp_heads = mtp_heads
         # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix

@@ -30,7 +30,7 @@ def bench_decode(
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
 ) -> None:
     """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
-    from decoding.loading import load_default_heads, load_heads_file, load_model
+    from decoding.loading import load_drafting_heads, load_model
 
     from ..bench import decode, load_items, markdown_decode
 
@@ -49,13 +49,11 @@ def bench_decode(
     err = Console(stderr=True)
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
-        mtp_heads = load_heads_file(heads, model_obj) if heads else load_default_heads(model, model_obj)
-        if mtp_heads is not None and not float_heads:
-            mtp_heads.quantize_drafting()  # as `edit` drafts with them
+        mtp_heads = load_drafting_heads(model, model_obj, heads, int8=not float_heads)  # as `edit` drafts
     items = load_items("editeval", limit)
     report = {"model": f"{model} ({quantize})", "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
               "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None,
-              "heads_dtype": None if mtp_heads is None else "float32" if float_heads else "int8", "configs": []}
+              "heads_dtype": None if mtp_heads is None else "int8" if mtp_heads.int8 else "float32", "configs": []}
 
     def save(rows: list[dict]) -> None:
         report["configs"] = rows

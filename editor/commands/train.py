@@ -46,7 +46,7 @@ def train_mtp(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from decoding import train_mtp as trainer
-    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_default_heads, load_heads_file, load_model
+    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_drafting_heads, load_heads_file, load_model
     from decoding.models import ModelError
     from decoding.mtp import MTPHeads
     from editor.mtp_corpus import build_corpus, generated_corpus
@@ -91,9 +91,7 @@ def train_mtp(
             # The model's own answers come first: they are the data closest to what the heads draft. They
             # are decoded as `edit` decodes: with the heads it would load (or those this run starts from),
             # drafting in int8, which changes the speed, never the answers.
-            drafting_heads = load_heads_file(init, base) if init is not None else load_default_heads(model, base)
-            if drafting_heads is not None:
-                drafting_heads.quantize_drafting()
+            drafting_heads = load_drafting_heads(model, base, init)
             # Generating stops early enough to cache what it made: caching costs about a third of generating.
             own_train, own_eval = generated_corpus(base, tokenizer, data, out / "generated",
                                                    train_sequences=generated, eval_sequences=max(1, generated // 16),
