@@ -25,8 +25,8 @@ What makes it fit a CPU:
   - the base runs once per sequence (`cache_targets`): its hidden states and top-k next-token
     distributions go to one torch.save file per sequence; a prompt prefix shared by many sequences is
     run once and its KV cache reused;
-  - the loss is computed at a sample of origins per sequence, and over only the part of the vocabulary
-    the cached data uses (its tokens and every top-k target), not the full lm_head;
+  - the loss is computed at a sample of origins per sequence, and over the draft vocabulary only
+    (`draft_vocabulary`: the tokens the heads will be allowed to draft), not the full lm_head;
   - training checkpoints (heads, optimizer, step, elapsed time) and resumes; the learning-rate schedule
     follows max(step / steps, elapsed / time budget), so a time-boxed run still anneals.
 """
@@ -247,18 +247,6 @@ def distill_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_probs: t
 # --- training -----------------------------------------------------------------------------------------------
 
 
-def training_vocab(records: list[CachedSequence], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token ids the data uses: its tokens and every top-k target, [V']; full id -> index in V', or -1, [V])."""
-    used = torch.zeros(vocab_size, dtype=torch.bool)
-    for record in records:
-        used[record.tokens] = True
-        used[record.top_ids.long().flatten()] = True
-    vocab = used.nonzero().flatten()
-    index = torch.full((vocab_size,), -1, dtype=torch.long)
-    index[vocab] = torch.arange(len(vocab))
-    return vocab, index
-
-
 def draft_vocabulary(records: list[CachedSequence], vocab_size: int, first_ids: int = 8192) -> torch.Tensor:
     """The tokens the heads may draft (`MTPHeads.restrict_draft_vocab`), [V'] sorted: every token that is the
     base's greedy choice somewhere in the training data (so the end-of-turn token too), and the `first_ids`
@@ -270,6 +258,17 @@ def draft_vocabulary(records: list[CachedSequence], vocab_size: int, first_ids: 
     for record in records:
         greedy[record.top_ids[:, 0].long()] = True
     return torch.unique(torch.cat([greedy.nonzero().flatten(), torch.arange(min(first_ids, vocab_size))]))
+
+
+def training_vocab(records: list[CachedSequence], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the draft vocabulary, [V']; full id -> index in it, or -1, [V]). The loss's softmax runs over the
+    tokens the heads will draft among, as drafting does: steps 1.7x faster than over every token the data
+    uses (14k rows instead of 43k on the default model's data), and no probability goes to tokens the
+    heads may never draft."""
+    vocab = draft_vocabulary(records, vocab_size)
+    index = torch.full((vocab_size,), -1, dtype=torch.long)
+    index[vocab] = torch.arange(len(vocab))
+    return vocab, index
 
 
 def sample_origins(record: CachedSequence, count: int, steps: int, rng: random.Random) -> torch.Tensor:
@@ -291,9 +290,12 @@ def step_loss(heads: MTPHeads, record: CachedSequence, origins: torch.Tensor, co
     for step, out in enumerate(outs, 1):
         index = (step - 1) % len(heads.layers)
         target = origins + step  # the base's distribution at pair index o + j
-        ids = vocab_index[record.top_ids[target].long()]
+        ids = vocab_index[record.top_ids[target].long()]  # [S, k], -1 for targets outside the vocabulary
+        # Those targets drop out (weight 0): the heads can never draft them. The top-1 target is always
+        # inside, since the draft vocabulary holds every greedy choice of the data.
+        probs = record.top_probs[target].masked_fill(ids < 0, 0)
         weight = config.step_decay ** (step - 1)
-        total = total + weight * distill_loss(restricted_logits(heads, index, out, vocab), ids, record.top_probs[target])
+        total = total + weight * distill_loss(restricted_logits(heads, index, out, vocab), ids.clamp(min=0), probs)
         norm += weight
     return total / norm
 

@@ -358,6 +358,31 @@ def edit_requests(roots: list[Path] | None, train_sequences: int, eval_sequences
     return train, evaluation
 
 
+def kept_answers(tokenizer, folders: list[Path], exclude: set[str] = frozenset(), eval_fraction: float = 0.1
+                 ) -> tuple[list[TrainSequence], list[TrainSequence]]:
+    """(train, held-out) sequences of the answers that earlier runs kept (their OUT/generated folders),
+    held out by file as `edit_requests` holds out. They are the model's own greedy answers to requests
+    this module drew, just not ones a smaller or differently seeded --generated asks again. Skipped: the
+    prompt keys in `exclude` (already answered in this run) and answers to a prompt the editor no longer
+    sends (the prompt's key no longer names the file), whose tokens are no longer the model's answer."""
+    seen, train, evaluation = set(exclude), [], []
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            if path.stem in seen:
+                continue
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            request = EditRequest(**kept["request"])
+            prompt_ids, _ = build_request(tokenizer, request.format, name=request.path, text=request.text,
+                                          instruction=request.instruction, language="python", grammar=False)
+            if TrainSequence(prompt_ids).key() != path.stem:
+                continue
+            seen.add(path.stem)
+            side = evaluation if held_out(request.source, eval_fraction) else train
+            side.append(TrainSequence(prompt_ids + kept["answer"], prefix_len=shared_prefix_len(tokenizer, request.format),
+                                      focus_start=len(prompt_ids)))
+    return train, evaluation
+
+
 def generated_corpus(model, tokenizer, roots: list[Path] | None, folder: Path, *, train_sequences: int,
                      eval_sequences: int, eval_fraction: float = 0.1, seed: int = 0, deadline: float | None = None,
                      heads=None, on_progress=None) -> tuple[list[TrainSequence], list[TrainSequence]]:

@@ -97,15 +97,38 @@ def test_training_lowers_the_loss_on_fixed_origins(setup):
                 total += float(trainer.step_loss(heads, record, origins, config, vocab, index))
                 floor = 0.0
                 for step in range(1, config.chain_steps + 1):
-                    p = record.top_probs[origins + step].float()
+                    # targets outside the training vocabulary drop out of the loss, so of its floor too
+                    inside = index[record.top_ids[origins + step].long()] >= 0
+                    p = record.top_probs[origins + step].float() * inside
                     p = p / p.sum(-1, keepdim=True)
-                    floor += config.step_decay ** (step - 1) * float(-(p * p.log()).sum(-1).mean())
+                    floor += config.step_decay ** (step - 1) * float(-(p * p.clamp(min=1e-30).log()).sum(-1).mean())
                 total -= floor / sum(config.step_decay ** j for j in range(config.chain_steps))
             return total
 
     before = excess_loss()
     trainer.train(heads, records, config)
     assert excess_loss() < 0.85 * before
+
+
+def test_the_loss_drops_targets_outside_the_training_vocabulary(setup):
+    _, heads, records = setup
+    record, origins = records[0], torch.tensor([2, 9, 15])
+    config = trainer.TrainConfig(**CONFIG)
+    vocab, index = trainer.training_vocab(records, VOCAB)
+    greedy = set(torch.cat([r.top_ids[:, 0] for r in records]).tolist())
+    dropped = next(t for t in range(VOCAB) if t not in greedy)  # a token that is never the base's first choice
+    narrow = index.clone()
+    narrow[dropped] = -1
+    narrow[vocab[vocab > dropped]] -= 1  # the same vocabulary without it
+    # Out of the vocabulary, the token's probability is as if it had been zero in the targets.
+    zeroed = trainer.CachedSequence(**{**record.__dict__,
+                                       "top_probs": record.top_probs.masked_fill(record.top_ids == dropped, 0)})
+    with torch.no_grad():
+        expected = trainer.step_loss(heads, zeroed, origins, config, vocab[vocab != dropped], narrow)
+        got = trainer.step_loss(heads, record, origins, config, vocab[vocab != dropped], narrow)
+        unchanged = trainer.step_loss(heads, record, origins, config, vocab, index)
+    torch.testing.assert_close(got, expected)
+    assert bool((record.top_ids[origins[:, None] + torch.arange(1, 4)] == dropped).any()) and got != unchanged
 
 
 class Killed(Exception):
@@ -325,6 +348,21 @@ def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(t
     before = load_mtp_heads(first / HEADS_FILE, model).state_dict()
     after = load_mtp_heads(second / HEADS_FILE, model).state_dict()
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+    # A later run trains on the answers the second one kept, without generating any.
+    kept = list((second / "generated").glob("*.json"))
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "0123456789abcdef0123.json").write_text(kept[0].read_text())  # names a prompt no longer sent
+    third = tmp_path / "third"
+    result = CliRunner().invoke(app, common + ["--out", str(third), "--answers", str(second / "generated"),
+                                               "--answers", str(stale)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((third / "card.json").read_text(encoding="utf-8"))
+    data = card["data"]
+    assert data["kept_answers"]["train_sequences"] == data["generated_sequences"] >= len(train)
+    assert data["generated_sequences"] + data["generated_eval_sequences"] == len(kept)
+    assert not (third / "generated").exists() and "kept by earlier runs" in (third / "README.md").read_text()
 
 
 def test_init_from_heads_starts_from_saved_heads_in_another_layout(tmp_path):

@@ -37,6 +37,10 @@ def train_mtp(
                                        "(generated first, kept in OUT/generated; 1/16 as many held out)."),
     generated_repeat: int = typer.Option(3, "--generated-repeat", min=1,
                                          help="Times each generated sequence comes up per epoch."),
+    answers: list[Path] | None = typer.Option(None, "--answers", exists=True, file_okay=False,
+                                              help="Also train on the model's answers that earlier runs kept "
+                                                   "(their OUT/generated folders), held out by file as "
+                                                   "--generated's are."),
     init: Path | None = typer.Option(None, "--init", exists=True,
                                      help="Heads to start from (a file or folder saved by train-mtp) instead "
                                           "of the base's last layer."),
@@ -49,7 +53,7 @@ def train_mtp(
     from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_drafting_heads, load_heads_file, load_model
     from decoding.models import ModelError
     from decoding.mtp import MTPHeads
-    from editor.mtp_corpus import build_corpus, generated_corpus
+    from editor.mtp_corpus import build_corpus, generated_corpus, kept_answers
 
     err = Console(stderr=True)
     started = time.time()
@@ -86,20 +90,25 @@ def train_mtp(
         cache_deadline = started + cache_share * 60 * minutes
         common = {"top_k": config.top_k, "hidden_norm": mtp.hidden_norm, "on_progress": on_progress}
         held_out = trainer.cache_targets(base, eval_seqs, out / "cache", **common)
-        own_held_out, own_records, generate_seconds = [], [], 0.0
-        if generated:
-            # The model's own answers come first: they are the data closest to what the heads draft. They
-            # are decoded as `edit` decodes: with the heads it would load (or those this run starts from),
-            # drafting in int8, which changes the speed, never the answers.
-            drafting_heads = load_drafting_heads(model, base, init)
-            # Generating stops early enough to cache what it made: caching costs about a third of generating.
-            own_train, own_eval = generated_corpus(base, tokenizer, data, out / "generated",
-                                                   train_sequences=generated, eval_sequences=max(1, generated // 16),
-                                                   seed=seed, deadline=started + 0.75 * (cache_deadline - started),
-                                                   heads=drafting_heads, on_progress=on_progress)
+        own_held_out, own_records, kept_train, generate_seconds = [], [], [], 0.0
+        if generated or answers:
+            own_train, own_eval = [], []
+            if generated:
+                # The model's own answers come first: they are the data closest to what the heads draft.
+                # They are decoded as `edit` decodes: with the heads it would load (or those this run starts
+                # from), drafting in int8, which changes the speed, never the answers. Generating stops
+                # early enough to cache what it made: caching costs about a third of generating.
+                drafting_heads = load_drafting_heads(model, base, init)
+                own_train, own_eval = generated_corpus(
+                    base, tokenizer, data, out / "generated", train_sequences=generated,
+                    eval_sequences=max(1, generated // 16), seed=seed,
+                    deadline=started + 0.75 * (cache_deadline - started), heads=drafting_heads,
+                    on_progress=on_progress)
+            answered = {trainer.TrainSequence(s.tokens[:s.focus_start]).key() for s in own_train + own_eval}
+            kept_train, kept_eval = kept_answers(tokenizer, answers or [], exclude=answered)
             generate_seconds = time.time() - cache_started
-            own_held_out = trainer.cache_targets(base, own_eval, out / "cache", **common)
-            own_records = trainer.cache_targets(base, own_train, out / "cache", **common)
+            own_held_out = trainer.cache_targets(base, own_eval + kept_eval, out / "cache", **common)
+            own_records = trainer.cache_targets(base, own_train + kept_train, out / "cache", **common)
         corpus_records = trainer.cache_targets(base, train_seqs, out / "cache", minimum=8,
                                                deadline=cache_deadline, **common)
         records = corpus_records + own_records * generated_repeat
@@ -133,6 +142,7 @@ def train_mtp(
                  "generated_sequences": len(own_records), "generated_eval_sequences": len(own_held_out),
                  "generated_tokens": sum(len(r.tokens) - r.start for r in own_records),
                  "generated_repeat": generated_repeat,
+                 "kept_answers": {"folders": [str(f) for f in answers or []], "train_sequences": len(kept_train)},
                  "sources": [str(p) for p in data] if data else "Python stdlib + site-packages (vendored "
                                                                 "packages for real diffs)",
                  "formats": "apply_patch 3 : ot 1"},
@@ -204,6 +214,9 @@ def write_card(folder: Path, card: dict) -> None:
     own = (f"; {data['generated_sequences']} edit requests answered by the model itself "
            f"({data['generated_tokens']} tokens, each seen {data['generated_repeat']}x as often), "
            f"{data['generated_eval_sequences']} held out") if data.get("generated_sequences") else ""
+    kept = data.get("kept_answers") or {}
+    if kept.get("folders"):
+        own += f" ({kept['train_sequences']} of the training ones kept by earlier runs in {', '.join(kept['folders'])})"
     (folder / "README.md").write_text(f"""# MTP heads for {card['base_description']}
 
 Trained with `{card['command']}` on this repository's CPU trainer (`decoding/train_mtp.py`).
