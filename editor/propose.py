@@ -132,7 +132,7 @@ class Editor:
 
             model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
             # Beside copy drafts, int8 MTP drafting measured 0.97-1.12x copy drafting alone with the
-            # grammar and 1.09-1.19x without (docs/BENCHMARKS.md, Decoding); in float32, 0.98x.
+            # grammar and 1.05-1.19x without (docs/BENCHMARKS.md, Decoding); in float32, 0.98x.
             if mtp_heads is None and spec and mtp:
                 mtp_heads = load_drafting_heads(model, model_obj)
         self.model, self.tokenizer = model_obj, tokenizer
