@@ -370,15 +370,18 @@ def kept_answers(tokenizer, folders: list[Path], exclude: set[str] = frozenset()
         for path in sorted(folder.glob("*.json")):
             if path.stem in seen:
                 continue
-            kept = json.loads(path.read_text(encoding="utf-8"))
-            request = EditRequest(**kept["request"])
+            try:
+                kept = json.loads(path.read_text(encoding="utf-8"))
+                request, answer_ids = EditRequest(**kept["request"]), [int(token) for token in kept["answer"]]
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}: not an answer kept by train-mtp ({type(error).__name__}: {error})") from None
             prompt_ids, _ = build_request(tokenizer, request.format, name=request.path, text=request.text,
                                           instruction=request.instruction, language="python", grammar=False)
             if TrainSequence(prompt_ids).key() != path.stem:
                 continue
             seen.add(path.stem)
             side = evaluation if held_out(request.source, eval_fraction) else train
-            side.append(TrainSequence(prompt_ids + kept["answer"], prefix_len=shared_prefix_len(tokenizer, request.format),
+            side.append(TrainSequence(prompt_ids + answer_ids, prefix_len=shared_prefix_len(tokenizer, request.format),
                                       focus_start=len(prompt_ids)))
     return train, evaluation
 

@@ -363,6 +363,11 @@ def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(t
     assert data["kept_answers"]["train_sequences"] == data["generated_sequences"] >= len(train)
     assert data["generated_sequences"] + data["generated_eval_sequences"] == len(kept)
     assert not (third / "generated").exists() and "kept by earlier runs" in (third / "README.md").read_text()
+    # A folder of something else is named, not trained on.
+    (stale / "fedcba9876543210fedc.json").write_text('{"answer": [1, 2]}')
+    result = CliRunner().invoke(app, common + ["--out", str(tmp_path / "fourth"), "--answers", str(stale)])
+    unwrapped = result.output.replace("\n", "")  # rich wraps long lines
+    assert result.exit_code == 1 and "fedcba9876543210fedc.json: not an answer kept by train-mtp" in unwrapped
 
 
 def test_init_from_heads_starts_from_saved_heads_in_another_layout(tmp_path):

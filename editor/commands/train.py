@@ -105,7 +105,11 @@ def train_mtp(
                     deadline=started + 0.75 * (cache_deadline - started), heads=drafting_heads,
                     on_progress=on_progress)
             answered = {trainer.TrainSequence(s.tokens[:s.focus_start]).key() for s in own_train + own_eval}
-            kept_train, kept_eval = kept_answers(tokenizer, answers or [], exclude=answered)
+            try:
+                kept_train, kept_eval = kept_answers(tokenizer, answers or [], exclude=answered)
+            except ValueError as error:
+                err.print(f"[red]error:[/red] {error}", highlight=False)
+                raise typer.Exit(EXIT_REJECTED) from None
             generate_seconds = time.time() - cache_started
             own_held_out = trainer.cache_targets(base, own_eval + kept_eval, out / "cache", **common)
             own_records = trainer.cache_targets(base, own_train + kept_train, out / "cache", **common)
