@@ -331,8 +331,7 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
             partial.write_text(json.dumps({"request": request.__dict__, "answer": answer,
                                            "finish": generation.finish_reason}))
             partial.replace(path)
-        sequences.append(TrainSequence(prompt_ids + answer, prefix_len=shared_prefix_len(tokenizer, request.format),
-                                       focus_start=len(prompt_ids)))
+        sequences.append(answer_sequence(tokenizer, request.format, prompt_ids, answer))
         answer_tokens += len(answer)
         if on_progress is not None:
             on_progress("generate", index + 1, len(requests), {"tokens": answer_tokens})
@@ -358,14 +357,20 @@ def edit_requests(roots: list[Path] | None, train_sequences: int, eval_sequences
     return train, evaluation
 
 
-def kept_answers(tokenizer, folders: list[Path], exclude: set[str] = frozenset(), eval_fraction: float = 0.1
+def answer_sequence(tokenizer, fmt: str, prompt_ids: list[int], answer: list[int]) -> TrainSequence:
+    """A prompt and the model's answer to it (kept answers are named by `TrainSequence(prompt_ids).key()`)."""
+    return TrainSequence(prompt_ids + answer, prefix_len=shared_prefix_len(tokenizer, fmt), focus_start=len(prompt_ids))
+
+
+def kept_answers(tokenizer, folders: list[Path], answered: list[TrainSequence] = (), eval_fraction: float = 0.1
                  ) -> tuple[list[TrainSequence], list[TrainSequence]]:
     """(train, held-out) sequences of the answers that earlier runs kept (their OUT/generated folders),
     held out by file as `edit_requests` holds out. They are the model's own greedy answers to requests
     this module drew, just not ones a smaller or differently seeded --generated asks again. Skipped: the
-    prompt keys in `exclude` (already answered in this run) and answers to a prompt the editor no longer
+    prompts of `answered` (sequences this run already has) and answers to a prompt the editor no longer
     sends (the prompt's key no longer names the file), whose tokens are no longer the model's answer."""
-    seen, train, evaluation = set(exclude), [], []
+    seen = {TrainSequence(sequence.tokens[:sequence.focus_start]).key() for sequence in answered}
+    train, evaluation = [], []
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
             if path.stem in seen:
@@ -381,8 +386,7 @@ def kept_answers(tokenizer, folders: list[Path], exclude: set[str] = frozenset()
                 continue
             seen.add(path.stem)
             side = evaluation if held_out(request.source, eval_fraction) else train
-            side.append(TrainSequence(prompt_ids + answer_ids, prefix_len=shared_prefix_len(tokenizer, request.format),
-                                      focus_start=len(prompt_ids)))
+            side.append(answer_sequence(tokenizer, request.format, prompt_ids, answer_ids))
     return train, evaluation
 
 

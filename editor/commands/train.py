@@ -90,29 +90,25 @@ def train_mtp(
         cache_deadline = started + cache_share * 60 * minutes
         common = {"top_k": config.top_k, "hidden_norm": mtp.hidden_norm, "on_progress": on_progress}
         held_out = trainer.cache_targets(base, eval_seqs, out / "cache", **common)
-        own_held_out, own_records, kept_train, generate_seconds = [], [], [], 0.0
-        if generated or answers:
-            own_train, own_eval = [], []
-            if generated:
-                # The model's own answers come first: they are the data closest to what the heads draft.
-                # They are decoded as `edit` decodes: with the heads it would load (or those this run starts
-                # from), drafting in int8, which changes the speed, never the answers. Generating stops
-                # early enough to cache what it made: caching costs about a third of generating.
-                drafting_heads = load_drafting_heads(model, base, init)
-                own_train, own_eval = generated_corpus(
-                    base, tokenizer, data, out / "generated", train_sequences=generated,
-                    eval_sequences=max(1, generated // 16), seed=seed,
-                    deadline=started + 0.75 * (cache_deadline - started), heads=drafting_heads,
-                    on_progress=on_progress)
-            answered = {trainer.TrainSequence(s.tokens[:s.focus_start]).key() for s in own_train + own_eval}
-            try:
-                kept_train, kept_eval = kept_answers(tokenizer, answers or [], exclude=answered)
-            except ValueError as error:
-                err.print(f"[red]error:[/red] {error}", highlight=False)
-                raise typer.Exit(EXIT_REJECTED) from None
-            generate_seconds = time.time() - cache_started
-            own_held_out = trainer.cache_targets(base, own_eval + kept_eval, out / "cache", **common)
-            own_records = trainer.cache_targets(base, own_train + kept_train, out / "cache", **common)
+        own_train, own_eval = [], []
+        if generated:
+            # The model's own answers come first: they are the data closest to what the heads draft. They
+            # are decoded as `edit` decodes: with the heads it would load (or those this run starts from),
+            # drafting in int8, which changes the speed, never the answers. Generating stops early enough
+            # to cache what it made: caching costs about a third of generating.
+            drafting_heads = load_drafting_heads(model, base, init)
+            own_train, own_eval = generated_corpus(base, tokenizer, data, out / "generated",
+                                                   train_sequences=generated, eval_sequences=max(1, generated // 16),
+                                                   seed=seed, deadline=started + 0.75 * (cache_deadline - started),
+                                                   heads=drafting_heads, on_progress=on_progress)
+        try:
+            kept_train, kept_eval = kept_answers(tokenizer, answers or [], answered=own_train + own_eval)
+        except ValueError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+        generate_seconds = time.time() - cache_started
+        own_held_out = trainer.cache_targets(base, own_eval + kept_eval, out / "cache", **common)
+        own_records = trainer.cache_targets(base, own_train + kept_train, out / "cache", **common)
         corpus_records = trainer.cache_targets(base, train_seqs, out / "cache", minimum=8,
                                                deadline=cache_deadline, **common)
         records = corpus_records + own_records * generated_repeat
