@@ -51,6 +51,21 @@ class Stats:
 
     def refresh(self, started: float) -> None:
         self.seconds = time.perf_counter() - started
+        self._rates()
+
+    def merge(self, other: Stats) -> Stats:
+        """Add `other`'s counts and times to these ones (a sum over tries or items); returns self."""
+        for name in ("new_tokens", "model_calls", "forced_tokens", "verifications", "verified_tokens", "seconds",
+                     "grammar_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.accepted_per_drafter, other.accepted_per_drafter),
+                             (self.proposed_per_drafter, other.proposed_per_drafter)):
+            for source, count in theirs.items():
+                mine[source] = mine.get(source, 0) + count
+        self._rates()
+        return self
+
+    def _rates(self) -> None:
         self.tokens_per_s = self.new_tokens / self.seconds if self.seconds > 0 else 0.0
         self.mean_accepted = self.verified_tokens / self.verifications if self.verifications else 0.0
 
@@ -306,19 +321,19 @@ def default_eos_ids(model, tokenizer) -> set[int]:
 
 
 class Generator:
-    """Speculative decoding with `drafters` (several: the longest draft of each step is verified).
+    """Speculative decoding: each `generate` call drafts with the drafters it is given (several: the longest
+    draft of each step is verified).
 
     Keeps the KV cache of the last call: a next prompt that shares a prefix with it reuses that prefix
     (cropped where the cache can crop; hybrid caches are reused only when the prompt extends the old one).
     `force_snapshot` treats every cache layer as uncroppable (tests the path hybrid models take)."""
 
-    def __init__(self, model, tokenizer=None, drafters: tuple[Drafter, ...] | list[Drafter] = (),
-                 max_draft: int = 8, adaptive: bool = True, force_snapshot: bool = False):
+    def __init__(self, model, tokenizer=None, max_draft: int = 8, adaptive: bool = True,
+                 force_snapshot: bool = False):
         if max_draft < 1:
             raise ValueError(f"max_draft must be >= 1, got {max_draft}")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.drafters = list(drafters)
         self.max_draft = max_draft
         self.adaptive = adaptive
         self.force_snapshot = force_snapshot
@@ -340,25 +355,28 @@ class Generator:
             return cache, keep
         return DynamicCache(config=self.model.config), 0
 
-    def _propose(self, tokens: list[int], k: int) -> Draft:
+    @staticmethod
+    def _propose(drafters: list[Drafter], tokens: list[int], k: int) -> Draft:
         best = Draft([], None, "")
         if k <= 0:
             return best
-        for drafter in self.drafters:
+        for drafter in drafters:
             draft = drafter.propose(tokens, k)
             draft.tokens = draft.tokens[:k]
             if len(draft.tokens) > len(best.tokens):
                 best = draft
         return best
 
-    def _observe(self, box: dict, accepted_len: int) -> None:
-        for drafter in self.drafters:
+    @staticmethod
+    def _observe(drafters: list[Drafter], box: dict, accepted_len: int) -> None:
+        for drafter in drafters:
             if drafter.needs_hidden:
                 drafter.observe(box["hidden"], accepted_len)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[int], constraint=None, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None, eos_token_ids=None, on_progress=None) -> Generation:
+                 top_p: float = 1.0, seed: int | None = None, eos_token_ids=None, on_progress=None,
+                 drafters: tuple[Drafter, ...] | list[Drafter] = ()) -> Generation:
         if not prompt_ids:
             raise ValueError("the prompt is empty; generation needs at least one token to start from")
         stats = Stats()
@@ -370,15 +388,16 @@ class Generator:
         k = self.max_draft if not self.adaptive else max(1, self.max_draft // 2)
         finish = "length"
 
-        with capture_hidden(self.model, any(d.needs_hidden for d in self.drafters)) as hidden:
+        drafters = list(drafters)
+        with capture_hidden(self.model, any(d.needs_hidden for d in drafters)) as hidden:
             cache, reused = self._open_cache(tokens)
-            for drafter in self.drafters:
+            for drafter in drafters:
                 drafter.begin(tokens, reused)
             # The last prompt token stays pending: the first step feeds it together with the first draft.
             if len(tokens) - 1 > reused:
                 prefill(self.model, tokens[reused:-1], cache, reused)
                 stats.model_calls += 1
-                self._observe(hidden, len(tokens) - 1 - reused)
+                self._observe(drafters, hidden, len(tokens) - 1 - reused)
             cached = len(tokens) - 1  # tokens[:cached] are in the KV cache
 
             while True:
@@ -403,7 +422,7 @@ class Generator:
 
                 # Draft: never past the budget (the target adds one token) and never an EOS (it ends the
                 # generation, so there is nothing to gain from drafting it).
-                draft = self._propose(tokens, min(k, remaining - 1))
+                draft = self._propose(drafters, tokens, min(k, remaining - 1))
                 draft_tokens = draft.tokens
                 eos_at = next((i for i, t in enumerate(draft_tokens) if t in eos), None)
                 draft_tokens = draft_tokens[:eos_at]
@@ -432,7 +451,7 @@ class Generator:
 
                 # Roll the KV cache back to pending + accepted draft tokens.
                 rejected = valid - accepted
-                self._observe(hidden, len(pending) + accepted)
+                self._observe(drafters, hidden, len(pending) + accepted)
                 if rejected and snapshot:
                     restore_layers(cache, snapshot, len(fed))
                     prefill(self.model, fed[:len(fed) - rejected], cache, cached)

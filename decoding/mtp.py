@@ -39,7 +39,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
-from decoding.small_batch import quantize_int8, speed_up_small_batches
+from decoding.cpu_linear import quantize_int8, speed_up_small_batches
 
 
 @dataclass(frozen=True)

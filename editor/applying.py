@@ -8,6 +8,8 @@ This is the library entry point behind `edit apply` (and anything else that appl
 
 Nothing is written unless every changed file parses as well as it did before (or
 `allow_syntax_errors`), and then every file is written atomically through `files.commit`.
+`commit` is that last step alone (validate, then write all or nothing): every writer goes through it,
+`edit FILE INSTRUCTION`, `edit rules` and the pre-commit hooks included.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ApplyResult:
 
     ok: bool
     format: str | None = None
+    edit: object | None = None  # the parsed edit
     changes: list[FileChange] = field(default_factory=list)
     reports: list[validation.Report] = field(default_factory=list)
     errors: list[EditError] = field(default_factory=list)
@@ -60,8 +63,8 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
         if result.format != "rule" and len(targets) > 1:
             raise ValueError(f"the {result.format} format applies to one target file, not {len(targets)}")
         module = formats.get(result.format)
-        edit = module.parse(edit_text)
-        result.changes = _apply(module, result.format, files, edit, targets, partial)
+        result.edit = module.parse(edit_text)
+        result.changes = _apply(module, result.format, files, result.edit, targets, partial)
     except ApplyError as exc:
         if not partial:
             return _fail(result, [exc])
@@ -71,23 +74,46 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
     except OSError as exc:  # a file that exists but cannot be read (permissions, a folder...)
         return _fail(result, [EditError(f"cannot read: {exc.strerror or exc}", file=exc.filename)])
 
-    result.reports = [validation.check(change.dest, change.old.text if change.old else "",
-                                     change.new_text, language)
-                      for change in result.changes if change.new_text is not None]
-    syntax_errors = [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
-                                     file=report.path, line=issue.line, issues=[issue])
-                     for report in result.reports for issue in report.new_issues]
-    if syntax_errors and not allow_syntax_errors:
-        return _fail(result, result.errors + syntax_errors)
+    result.reports, new_errors = syntax_errors(result.changes, language)
+    if new_errors and not allow_syntax_errors:
+        return _fail(result, result.errors + new_errors)
 
     if not dry_run and result.changes:
-        try:
-            files.commit(result.changes)
-        except EditError as exc:
-            return _fail(result, result.errors + [exc])
+        write_errors = write(files, result.changes)
+        if write_errors:
+            return _fail(result, result.errors + write_errors)
         result.written = True
     result.ok = not result.errors
     return result
+
+
+def syntax_errors(changes: Iterable[FileChange], language: str | None = None
+                  ) -> tuple[list[validation.Report], list[ValidationError]]:
+    """Each changed file's validation report, and an error for every syntax error the change adds."""
+    reports = [validation.check(change.dest, change.old.text if change.old else "", change.new_text, language)
+               for change in changes if change.new_text is not None]
+    errors = [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
+                              file=report.path, line=issue.line, issues=[issue])
+              for report in reports for issue in report.new_issues]
+    return reports, errors
+
+
+def write(files: Files, changes: list[FileChange]) -> list[EditError]:
+    """Write `changes` all or none; the error when nothing could be written."""
+    try:
+        files.commit(changes)
+    except EditError as exc:
+        return [exc]
+    return []
+
+
+def commit(files: Files, changes: list[FileChange], *, language: str | None = None,
+           allow_syntax_errors: bool = False) -> list[EditError]:
+    """Validate `changes`, then write them all or none: the errors (then nothing was written)."""
+    errors = [] if allow_syntax_errors else syntax_errors(changes, language)[1]
+    if errors or not changes:
+        return errors
+    return write(files, changes)
 
 
 def _fail(result: ApplyResult, errors: list[EditError]) -> ApplyResult:

@@ -11,18 +11,20 @@ Nothing is written here: `EditResult.changes` is what `edit` writes after the us
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grammars
-
-from . import formats, prompting, validation
+from . import formats, validation
+from .applying import apply_edit, syntax_errors
 from .errors import EditError, ParseError
 from .files import Document, FileChange, MemoryFiles, decode, unified_diff
+from .request import build_request, mtp_drafter
+
+if TYPE_CHECKING:
+    from decoding.generate import Stats
 
 FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
 # `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
@@ -30,9 +32,6 @@ FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
 # rewrote short files correctly far more often than it patched them (docs/BENCHMARKS.md), copy drafting
 # makes rewriting a short file cheap, and past a screenful a patch is much the shorter output.
 WHOLE_MAX_LINES = 60
-# MTP drafts end where the heads' confidence in the whole draft falls below this (`MTPHeads.draft`):
-# chosen with `edit bench decode` (docs/BENCHMARKS.md, Decoding).
-MTP_MIN_CONFIDENCE = 0.4
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -73,41 +72,6 @@ def choose_format(instruction: str, language: str | None, text: str = "") -> str
     return "whole" if text.count("\n") <= WHOLE_MAX_LINES else "apply_patch"
 
 
-# Line formats quote a file's lines behind a one-character marker: " " for context, "-" for removal.
-QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
-
-
-def copy_sources(fmt: str, text: str) -> list[str]:
-    """The texts a copy drafter matches the output against: the file, and the file as `fmt` quotes it.
-
-    A patch's context lines are the file's lines behind a space, and BPE splits " " + line + " " + line
-    unlike line + line (the marker merges with the indentation, a blank line is "\n \n"): against the
-    plain file a copy draft breaks at every line start, against the quoted file it runs on through a
-    whole stretch of context or removed lines."""
-    lines = text.splitlines(keepends=True)
-    return [text] + ["".join(marker + line for line in lines) for marker in QUOTE_MARKERS.get(fmt, "")]
-
-
-def copy_drafter(tokenizer, fmt: str, text: str):
-    """The copy drafter for an answer in `fmt` about `text` (over `copy_sources`)."""
-    from decoding.drafters import CopyDrafter
-
-    return CopyDrafter([tokenizer.encode(source, add_special_tokens=False) for source in copy_sources(fmt, text)])
-
-
-def output_budget(tokenizer, text: str, max_new_tokens: int) -> int:
-    """Most tokens an answer about `text` may take: an edit is shorter than a rewrite of the file, and a
-    budget past that only lets a looping model loop."""
-    return min(max_new_tokens, 2 * len(tokenizer.encode(text, add_special_tokens=False)) + 256)
-
-
-def editor_mtp_drafter(heads):
-    """The MTP drafter as `edit` drafts with it (drafts cut at MTP_MIN_CONFIDENCE)."""
-    from decoding.drafters import MTPDrafter
-
-    return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE)
-
-
 def strip_fence(text: str) -> str:
     match = FENCE.search(text.strip() + "\n")
     return match.group(1) if match else text
@@ -128,18 +92,17 @@ class Editor:
         from decoding.generate import Generator
 
         if model_obj is None:
-            from decoding.loading import load_drafting_heads, load_model
+            from decoding.model_loading import load_drafting_heads, load_model
 
             model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
-            # Beside copy drafts, int8 MTP drafting measured 0.97-1.12x copy drafting alone with the
-            # grammar and 1.05-1.19x without (docs/BENCHMARKS.md, Decoding); in float32, 0.98x.
+            # Beside copy drafts, int8 MTP drafts are faster than copy drafts alone (docs/BENCHMARKS.md).
             if mtp_heads is None and spec and mtp:
                 mtp_heads = load_drafting_heads(model, model_obj)
         self.model, self.tokenizer = model_obj, tokenizer
         self.mtp_heads = mtp_heads
         # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix
         # that the generator's KV cache keeps between calls; a new drafter per call would lack them.
-        self.mtp_drafter = editor_mtp_drafter(mtp_heads) if mtp_heads is not None else None
+        self.mtp_drafter = mtp_drafter(mtp_heads) if mtp_heads is not None else None
         self.spec = spec
         self.max_retries = max_retries
         self.temperature = temperature
@@ -161,16 +124,19 @@ class Editor:
         fmt = choose_format(instruction, language, text) if format == "auto" else format
         if fmt not in FORMATS:
             raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+        from decoding.generate import Stats
+
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
         diagnostics: list[dict] = []
-        totals = {"attempts": 0, "prompt_tokens": 0, "output_tokens": 0, "seconds": 0.0, "model_calls": 0,
-                  "forced_tokens": 0, "verifications": 0, "accepted_per_drafter": {}}
-        output = ""
+        totals, prompt_tokens, attempts = Stats(), 0, 0
+        output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
             output, stats, prompt_len = self._generate(fmt, name, text, instruction, language, feedback,
                                                        on_progress)
-            _add_stats(totals, stats, prompt_len)
+            totals.merge(stats)
+            prompt_tokens += prompt_len
+            attempts += 1
             if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
                 output = formats.get("udiff").recount(output)
             try:
@@ -178,14 +144,14 @@ class Editor:
                 problem = check(new_text) if check else None
                 if problem:
                     raise EditError(problem, file=name)
+                break
             except EditError as exc:
                 diagnostics.append({"attempt": attempt + 1, **exc.to_json()})
                 feedback.append((output, str(exc)))
-                continue
-            return EditResult(name, fmt, output, edit, text, new_text,
-                              unified_diff(text, new_text, "a/" + name, "b/" + name), diagnostics,
-                              _finish(totals))
-        return EditResult(name, fmt, output, None, text, None, "", diagnostics, _finish(totals))
+                edit, new_text = None, None
+        diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
+        return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
+                          stats_json(totals, attempts, prompt_tokens))
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -198,99 +164,45 @@ class Editor:
         return (path or "input.txt"), str(path_or_text)
 
     def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
-        from decoding.drafters import CombinedDrafter
-
-        prompt_ids, constraint = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
-                                               language=language, feedback=feedback,
-                                               eos_token_ids=self.generator.eos_token_ids,
-                                               vocab_size=self.vocab_size)
-        drafters = []
-        if self.spec:
-            copy = copy_drafter(self.tokenizer, fmt, text)
-            if self.mtp_drafter is not None:
-                drafters.append(CombinedDrafter(self.mtp_drafter, copy))
-            else:
-                drafters.append(copy)
-        self.generator.drafters = drafters
-        budget = output_budget(self.tokenizer, text, self.max_new_tokens)
-        generation = self.generator.generate(prompt_ids, constraint, max_new_tokens=budget,
-                                             temperature=self.temperature, seed=self.seed,
-                                             on_progress=on_progress)
+        request = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
+                                language=language, feedback=feedback, eos_token_ids=self.generator.eos_token_ids,
+                                vocab_size=self.vocab_size, max_new_tokens=self.max_new_tokens, spec=self.spec,
+                                mtp=self.mtp_drafter)
+        generation = self.generator.generate(request.prompt_ids, request.constraint,
+                                             max_new_tokens=request.max_new_tokens, temperature=self.temperature,
+                                             seed=self.seed, on_progress=on_progress, drafters=request.drafters)
         output = self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
-        return output, generation.stats, len(prompt_ids)
+        return output, generation.stats, len(request.prompt_ids)
 
     @staticmethod
     def _apply(fmt, name, text, output, language):
+        """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
+        the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file."""
         if fmt == "whole":
             new_text = strip_fence(output)
             if text.endswith("\n") and not new_text.endswith("\n"):
                 new_text += "\n"
             edit = new_text
+            errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
         else:
-            module = formats.get(fmt)
-            edit = module.parse(output)
-            files = MemoryFiles({name: text})
-            if fmt == "rule":
-                changes = module.apply_to_paths(files, edit, [name])
-            else:
-                changes = module.apply(files, edit, target=name)
-            new_text = next((c.new_text for c in changes if c.dest == name), text)
+            result = apply_edit(output, format=fmt, files=MemoryFiles({name: text}), targets=[name],
+                                language=language, dry_run=True)
+            edit, errors = result.edit, result.errors
+            new_text = next((c.new_text for c in result.changes if c.path == name), text)
+        if len(errors) > 1:  # the model is told every one of them
+            raise EditError("; ".join(str(error) for error in errors), file=name)
+        if errors:
+            raise errors[0]
+        if new_text is None:
+            raise EditError("the edit deletes the file; it should change it", file=name)
         if new_text == text:
             raise EditError("the edit changes nothing", file=name)
-        report = validation.check(name, text, new_text, language)
-        if report.new_issues:
-            raise EditError("the edit introduces syntax errors: "
-                            + "; ".join(issue.describe() for issue in report.new_issues), file=name)
         return edit, new_text
 
 
-def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str, language: str | None,
-                  feedback=(), eos_token_ids=(), vocab_size: int | None = None, grammar: bool = True):
-    """(prompt token ids, constraint or None) for one request: the format's prompt through the chat
-    template, and its grammar narrowed to this file (`whole` has none)."""
-    from decoding.constraint import GrammarConstraint, tokenizer_for
-
-    chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
-                              feedback=feedback)
-    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    if fmt == "whole" or not grammar:
-        return prompt_ids, None
-    narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language))
-    check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
-    constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
-                                   token_check=check, vocab_size=vocab_size)
-    return prompt_ids, constraint
-
-
-def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
-    marked = grammars.markers(fmt)
-    narrowing = {}
-    if "DOC_LINE" in marked and text:  # an empty file has no line to quote
-        narrowing["document"] = text
-    if "PATH" in marked:
-        narrowing["paths"] = [name]
-    if "LANGUAGE" in marked and language:
-        narrowing["language"] = language
-    return narrowing
-
-
-def _add_stats(totals: dict, stats, prompt_len: int) -> None:
-    totals["attempts"] += 1
-    totals["prompt_tokens"] += prompt_len
-    totals["output_tokens"] += stats.new_tokens
-    totals["seconds"] += stats.seconds
-    totals["model_calls"] += stats.model_calls
-    totals["forced_tokens"] += stats.forced_tokens
-    totals["verifications"] += stats.verifications
-    totals.setdefault("verified_tokens", 0)
-    totals["verified_tokens"] += stats.verified_tokens
-    for name, count in stats.accepted_per_drafter.items():
-        totals["accepted_per_drafter"][name] = totals["accepted_per_drafter"].get(name, 0) + count
-
-
-def _finish(totals: dict) -> dict:
-    verified = totals.pop("verified_tokens", 0)
-    totals["mean_accepted"] = verified / totals["verifications"] if totals["verifications"] else 0.0
-    totals["tokens_per_s"] = totals["output_tokens"] / totals["seconds"] if totals["seconds"] else 0.0
-    return totals
+def stats_json(stats: Stats, attempts: int, prompt_tokens: int) -> dict:
+    """`EditResult.stats`: the tries' generation stats summed."""
+    return {"attempts": attempts, "prompt_tokens": prompt_tokens, "output_tokens": stats.new_tokens,
+            "seconds": stats.seconds, "model_calls": stats.model_calls, "forced_tokens": stats.forced_tokens,
+            "verifications": stats.verifications, "accepted_per_drafter": stats.accepted_per_drafter,
+            "mean_accepted": stats.mean_accepted, "tokens_per_s": stats.tokens_per_s}

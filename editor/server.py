@@ -66,7 +66,7 @@ class EditServer:
         diff, applies too, as format udiff). ok false: every try was rejected, `errors` say why.
         The first call loads the model (seconds to a minute); later calls reuse it.
         """
-        from decoding.models import ModelError
+        from decoding.model_registry import ModelError
 
         relative = self._relative(path, self.root)
         try:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from editor.bench import check_formats, decode, load_items, markdown_decode, markdown_quality, passes, quality
+from bench.decode import decode, markdown_decode
+from bench.items import load_items, passes
+from bench.quality import check_formats, markdown_quality, quality
 from editor.propose import Editor
-from tests.tiny_chat import chat_model, chat_tokenizer
+from tests.tiny_models import chat_model, chat_tokenizer
 
 
+@pytest.mark.shared
 def test_items_load_and_their_tests_tell_right_from_wrong():
     editeval = load_items("editeval", limit=2)
     assert len(editeval) == 2 and editeval[0].task_id == "EditEval/0"
@@ -34,6 +37,7 @@ def tiny():
     return chat_model(tokenizer), tokenizer, items
 
 
+@pytest.mark.shared
 def test_decode_reports_every_config_lossless(tiny):
     model, tokenizer, items = tiny
     rows = decode(model, tokenizer, items, max_new_tokens=12)
@@ -44,6 +48,7 @@ def test_decode_reports_every_config_lossless(tiny):
     assert "| copy |" in markdown_decode({"model": "tiny", "items": 1, "configs": rows})
 
 
+@pytest.mark.shared
 def test_decode_measures_whole_file_outputs(tiny):
     model, tokenizer, items = tiny
     rows = decode(model, tokenizer, items, max_new_tokens=12, fmt="whole", configs=("plain", "copy"),
@@ -54,6 +59,7 @@ def test_decode_measures_whole_file_outputs(tiny):
         {"model": "tiny", "items": 1, "heads": "shipped", "heads_dtype": "int8", "configs": rows})
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("configs", [(), ("copy", "plain"), ("plain", "mtp k=9")])
 def test_decode_refuses_configs_it_cannot_measure_against_plain(tiny, configs):
     model, tokenizer, items = tiny
@@ -76,6 +82,7 @@ def test_bench_decode_command_refuses_bad_options_before_loading_a_model(options
     assert result.exit_code == 2 and message in result.output
 
 
+@pytest.mark.shared
 def test_quality_scores_each_format(tiny):
     model, tokenizer, items = tiny
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=16, max_retries=0)
@@ -88,6 +95,7 @@ def test_quality_scores_each_format(tiny):
     assert "| whole |" in table
 
 
+@pytest.mark.shared
 def test_decode_sweeps_mtp_draft_lengths(tiny):
     from decoding.mtp import MTPHeads
 
@@ -104,15 +112,16 @@ def test_decode_sweeps_mtp_draft_lengths(tiny):
         decode(model, tokenizer, items, heads=heads, configs=("copy", "plain"))
 
 
+@pytest.mark.shared
 def test_bench_decode_command_measures_given_heads_with_their_draft_vocabulary(tiny, tmp_path):
     import json
 
     import torch
     from typer.testing import CliRunner
 
-    from decoding.loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_heads_file
+    from decoding.model_loading import DRAFT_VOCAB_FILE, HEADS_FILE, load_heads_file
     from decoding.mtp import MTPHeads
-    from decoding.train_mtp import save_draft_vocab, save_heads
+    from training.mtp_trainer import save_draft_vocab, save_heads
     from editor.cli import app
 
     model, tokenizer, _ = tiny

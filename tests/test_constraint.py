@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import grammars
-from bench.bench_grammar import sample_document, stdlib_tokenizer
+from bench.grammar import sample_document, stdlib_tokenizer
 from decoding.constraint import ConstraintError, GrammarConstraint, apply_mask, tokenizer_for
 from grammars import GrammarError, document_grammar, document_lines, narrow
 

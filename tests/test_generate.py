@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from decoding.drafters import CombinedDrafter, CopyDrafter, Draft, Drafter, MTPDrafter
 from decoding.generate import (
@@ -15,52 +14,9 @@ from decoding.generate import (
     verify_token,
 )
 from decoding.mtp import MTPHeads
+from tests.tiny_models import EOS, VOCAB, randomize, tiny_qwen2, tiny_qwen3_5
 
-VOCAB = 128
-EOS = 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Two OpenMP threads on a loaded 2-core machine make each tiny forward ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize(module: torch.nn.Module, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-
-
-def tiny_qwen2(vocab: int = VOCAB, seed: int = 0, peak: float = 6.0) -> Qwen2ForCausalLM:
-    """Random Qwen2; lm_head scaled by `peak` so greedy decoding falls into repetitive, draftable loops."""
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=128, eos_token_id=EOS)
-    model = Qwen2ForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(peak)
-    return model
-
-
-def tiny_qwen3_5(vocab: int = VOCAB, seed: int = 0):
-    """Random Qwen3.5 text model: three Gated DeltaNet layers (recurrent, uncroppable) and one attention layer."""
-    from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
-
-    torch.manual_seed(seed)
-    config = Qwen3_5TextConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                               num_key_value_heads=2, intermediate_size=128, head_dim=16, linear_num_value_heads=4,
-                               linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
-                               eos_token_id=EOS)
-    model = Qwen3_5ForCausalLM(config).eval()
-    randomize(model, seed)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(4.0)
-    return model
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class ToyConstraint:
@@ -137,11 +93,11 @@ def qwen2():
 @pytest.mark.parametrize("constrained", [False, True])
 def test_greedy_speculative_equals_plain_greedy(qwen2, constrained):
     def run(drafters, max_draft, **kwargs):
-        generator = Generator(qwen2, drafters=drafters, max_draft=max_draft, **kwargs)
+        generator = Generator(qwen2, max_draft=max_draft, **kwargs)
         constraint = ToyConstraint() if constrained else None
         # Unconstrained, the random model says EOS early; the toy grammar allows it only from step 30.
         out = generator.generate(PROMPT, constraint=constraint, max_new_tokens=60,
-                                 eos_token_ids=None if constrained else [])
+                                 eos_token_ids=None if constrained else [], drafters=drafters)
         if constrained:  # everything emitted went through the constraint, in order
             assert constraint.consumed == out.tokens
         for drafter in drafters:  # MTP heads saw the hidden state of exactly the tokens in the KV cache
@@ -170,9 +126,9 @@ def test_plain_greedy_matches_transformers_generate(qwen2):
 
 
 def test_snapshot_path_equals_crop_path(qwen2):
-    crop = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(PROMPT, max_new_tokens=60, eos_token_ids=[])
-    snap = Generator(qwen2, drafters=[CopyDrafter([PROMPT])], force_snapshot=True).generate(
-        PROMPT, max_new_tokens=60, eos_token_ids=[])
+    crop = Generator(qwen2).generate(PROMPT, max_new_tokens=60, eos_token_ids=[], drafters=[CopyDrafter([PROMPT])])
+    snap = Generator(qwen2, force_snapshot=True).generate(
+        PROMPT, max_new_tokens=60, eos_token_ids=[], drafters=[CopyDrafter([PROMPT])])
     assert snap.tokens == crop.tokens
     rejecting_steps = snap.stats.model_calls - crop.stats.model_calls
     assert rejecting_steps > 0  # the snapshot path re-feeds accepted tokens after a rejection
@@ -184,23 +140,24 @@ def test_hybrid_model_speculative_equals_plain():
     heads = MTPHeads(model, "qwen3_5", 1)
     randomize(heads, 3)
     for drafters in ([CopyDrafter([PROMPT])], [CombinedDrafter(MTPDrafter(heads), CopyDrafter([PROMPT]), 3)]):
-        out = Generator(model, drafters=drafters, max_draft=4).generate(PROMPT, max_new_tokens=40, eos_token_ids=[])
+        out = Generator(model, max_draft=4).generate(PROMPT, max_new_tokens=40, eos_token_ids=[], drafters=drafters)
         assert out.tokens == reference.tokens
     constrained = Generator(model).generate(PROMPT, constraint=ToyConstraint(), max_new_tokens=40)
-    speculative = Generator(model, drafters=[CopyDrafter([PROMPT])]).generate(
-        PROMPT, constraint=ToyConstraint(), max_new_tokens=40)
+    speculative = Generator(model).generate(
+        PROMPT, constraint=ToyConstraint(), max_new_tokens=40, drafters=[CopyDrafter([PROMPT])])
     assert speculative.tokens == constrained.tokens
 
 
 def test_prefix_cache_reuse_gives_same_output(qwen2):
-    def run(generator, prompt):
-        return generator.generate(prompt, max_new_tokens=20, eos_token_ids=[])
+    def run(generator, prompt, drafters=()):
+        return generator.generate(prompt, max_new_tokens=20, eos_token_ids=[], drafters=drafters)
 
-    generator = Generator(qwen2, drafters=[CopyDrafter([PROMPT])])
-    first = run(generator, PROMPT)
+    generator = Generator(qwen2)
+    copy = [CopyDrafter([PROMPT])]
+    first = run(generator, PROMPT, copy)
     extended = PROMPT + first.tokens[:5]
-    again = run(generator, extended)  # extends the cached prompt
-    other = run(generator, PROMPT[:10] + [99, 98])  # shares 10 tokens with it: crop
+    again = run(generator, extended, copy)  # extends the cached prompt
+    other = run(generator, PROMPT[:10] + [99, 98], copy)  # shares 10 tokens with it: crop
     assert again.tokens == run(Generator(qwen2), extended).tokens
     assert other.tokens == run(Generator(qwen2), PROMPT[:10] + [99, 98]).tokens
     assert again.stats.model_calls == again.stats.verifications  # no prefill: everything was cached
@@ -208,8 +165,9 @@ def test_prefix_cache_reuse_gives_same_output(qwen2):
 
 def test_stats_are_consistent(qwen2):
     seen = []
-    out = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(
-        PROMPT, constraint=ToyConstraint(), max_new_tokens=60, on_progress=lambda s: seen.append(s.new_tokens))
+    out = Generator(qwen2).generate(
+        PROMPT, constraint=ToyConstraint(), max_new_tokens=60, on_progress=lambda s: seen.append(s.new_tokens),
+        drafters=[CopyDrafter([PROMPT])])
     stats = out.stats
     assert stats.new_tokens == len(out.tokens)
     assert stats.forced_tokens > 0
@@ -225,8 +183,9 @@ def test_stats_are_consistent(qwen2):
 def test_stops_on_length_and_grammar(qwen2):
     out = Generator(qwen2).generate(PROMPT, max_new_tokens=7, eos_token_ids=[])
     assert len(out.tokens) == 7 and out.finish_reason == "length"
-    out = Generator(qwen2, drafters=[CopyDrafter([PROMPT])]).generate(
-        PROMPT, constraint=ToyConstraint(length=12), max_new_tokens=60, eos_token_ids=[])
+    out = Generator(qwen2).generate(
+        PROMPT, constraint=ToyConstraint(length=12), max_new_tokens=60, eos_token_ids=[],
+        drafters=[CopyDrafter([PROMPT])])
     assert len(out.tokens) == 12 and out.finish_reason == "grammar"
 
 
@@ -281,12 +240,12 @@ def test_speculative_sampling_matches_plain_distribution(q_kind):
     # The draft distribution is far from the target: trusting the drafts would visibly bias the output.
     assert 0.5 * (p1 - q).abs().sum() > 0.2
     drafter = FixedDrafter(q if q_kind == "wrong_q" else None, tokens=[int(p1.argmax()), int(p2.argmax())])
-    generator = Generator(model, drafters=[drafter], max_draft=2, adaptive=False)
+    generator = Generator(model, max_draft=2, adaptive=False)
     counts = torch.zeros(2, vocab)
     accepted = 0
     for seed in range(samples):
         out = generator.generate(prompt, max_new_tokens=2, temperature=temperature, top_p=top_p, seed=seed,
-                                 eos_token_ids=[])
+                                 eos_token_ids=[], drafters=[drafter])
         counts[0, out.tokens[0]] += 1
         counts[1, out.tokens[1]] += 1
         accepted += out.stats.accepted_per_drafter.get("fixed", 0)
@@ -315,7 +274,8 @@ def test_constrained_sampling_emits_only_grammar_tokens(qwen2, q_kind):
     for seed in range(3):
         drafter = FixedDrafter(q, seed=seed) if q_kind == "wrong_q" else CopyDrafter([PROMPT])
         constraint = ToyConstraint()
-        out = Generator(qwen2, drafters=[drafter], max_draft=4).generate(
-            PROMPT, constraint=constraint, max_new_tokens=50, temperature=0.8, top_p=0.9, seed=seed)
+        out = Generator(qwen2, max_draft=4).generate(
+            PROMPT, constraint=constraint, max_new_tokens=50, temperature=0.8, top_p=0.9, seed=seed,
+            drafters=[drafter])
         assert constraint.consumed == out.tokens and 7 not in out.tokens
         assert out.stats.forced_tokens > 0 or out.finish_reason == "eos"

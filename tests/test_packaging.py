@@ -68,3 +68,20 @@ def test_wheel_installs_the_edit_console_script(wheel):
     [entry_points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[console_scripts]" in text and "edit = editor.cli:main" in text
+
+
+def test_bench_apply_runs_from_an_installed_wheel(wheel, tmp_path):
+    """`edit bench apply` from a non-editable install, run outside the checkout: the benchmarks are a
+    package of the wheel, not scripts found beside the sources."""
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                           wheel.filename], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    program = ("import bench, editor; print(editor.__file__, bench.__file__)\n"
+               "from editor.cli import main; main(['bench', 'apply', '--runs', '1'])")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    imported_from = proc.stdout.splitlines()[0].split()
+    assert all(path.startswith(str(site)) for path in imported_from), imported_from
+    assert "| parse + apply + validate, in memory, first edit of the file" in proc.stdout

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from editor import formats, prompting
 from editor.propose import Editor, choose_format
-from tests.tiny_chat import chat_model, chat_tokenizer, teach
+from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 SOURCE = """import math
 
@@ -116,7 +116,7 @@ def test_untaught_model_output_always_fits_the_grammar(untaught, fmt):
 
 def test_copy_sources_quote_the_file_as_line_formats_do():
     from decoding.drafters import CopyDrafter
-    from editor.propose import copy_sources
+    from editor.request import copy_sources
 
     text = "def f(x):\n    y = x + 1\n\n    return y\n"
     assert copy_sources("whole", text) == [text]
@@ -164,7 +164,7 @@ def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def default_editor():
-    from decoding.models import REGISTRY, is_installed
+    from decoding.model_registry import REGISTRY, is_installed
 
     if not is_installed(REGISTRY["default"]):
         pytest.skip("the default model is not installed: run `edit model install default`")
@@ -199,7 +199,10 @@ def test_mtp_drafter_lives_as_long_as_the_generator_cache(taught):
                     mtp_heads=MTPHeads(model, "qwen3_5"))
     first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     drafter = editor.mtp_drafter
+    drafted_with = []
+    generate = editor.generator.generate
+    editor.generator.generate = lambda *args, **kwargs: drafted_with.append(kwargs["drafters"]) or generate(*args, **kwargs)
     second = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     assert editor.mtp_drafter is drafter
-    assert editor.generator.drafters[0].mtp is drafter
+    assert drafted_with and drafted_with[0][0].mtp is drafter
     assert second.edit_text == first.edit_text

@@ -671,7 +671,7 @@ def llg_tokenizer():
     llguidance_hf = pytest.importorskip("llguidance.hf")
     from transformers import PreTrainedTokenizerFast
 
-    from tests.tiny_chat import byte_bpe
+    from tests.tiny_models import byte_bpe
 
     tokenizer = byte_bpe(SAMPLES, 320)
     hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")

@@ -197,7 +197,7 @@ def test_hook_instruction_without_a_model_says_how_to_install_one(repo, monkeypa
 
 def test_hook_instruction_writes_what_the_model_proposes(repo, monkeypatch, tmp_path):
     """A tiny model that ends its turn at once proposes the empty file, for each file."""
-    from tests.tiny_chat import save_instant_model
+    from tests.tiny_models import save_instant_model
 
     model = save_instant_model(tmp_path / "tiny-model", APP_PY)
     monkeypatch.chdir(repo)

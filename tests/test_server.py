@@ -252,7 +252,7 @@ def test_propose_edit_without_a_model_says_how_to_install_one(root, tmp_path):
 def test_propose_edit_runs_the_model_and_writes_nothing(root, tmp_path):
     """A tiny model that ends its turn at once: its `whole`-file answer, the empty file, is
     proposed, not written."""
-    from tests.tiny_chat import save_instant_model
+    from tests.tiny_models import save_instant_model
 
     folder = save_instant_model(tmp_path / "tiny-model", APP_PY)
 

@@ -10,32 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from decoding import train_mtp as trainer
-from decoding.loading import HEADS_FILE, SHIPPED_HEADS, load_default_heads
-from decoding.models import REGISTRY
+from decoding.model_loading import HEADS_FILE, SHIPPED_HEADS, load_default_heads
+from decoding.model_registry import REGISTRY
 from decoding.mtp import MTPHeads, load_mtp_heads
 from editor.files import MemoryFiles
 from editor.formats import apply_patch, ot
-from editor.mtp_corpus import EditPair, answer, diff_windows, mutate, window
+from tests import tiny_models
+from training import mtp_trainer as trainer
+from training.mtp_corpus import EditPair, answer, diff_windows, mutate, window
 
 VOCAB = 96
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256)
-    return Qwen2ForCausalLM(config).eval()
+def tiny_qwen2(seed: int = 0):
+    return tiny_models.tiny_qwen2(VOCAB, seed, peak=1.0)
 
 
 def sequences(count: int = 6, length: int = 40, prefix: int = 8, seed: int = 0) -> list[trainer.TrainSequence]:
@@ -226,7 +218,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "decoding" / "heads" / SHIPPED_H
 
 
 def test_edit_requests_of_a_larger_call_start_with_those_of_a_smaller_one(tmp_path):
-    from editor.mtp_corpus import edit_requests
+    from training.mtp_corpus import edit_requests
 
     for i in range(100):
         body = "".join(f"    value_{j} = x * {i + j}\n" for j in range(14))
@@ -257,15 +249,15 @@ def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
 def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
     from decoding.drafters import MTPDrafter
     from decoding.generate import Generator
-    from decoding.loading import load_model
+    from decoding.model_loading import load_model
 
     model, tokenizer = load_model("default")
     heads = load_default_heads("default", model)
     assert heads is not None and heads.layout.name == "qwen3_5" and heads._draft_vocab is not None
     prompt = tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", add_special_tokens=False)
     plain = Generator(model, tokenizer).generate(prompt, max_new_tokens=24)
-    drafted = Generator(model, tokenizer, drafters=[MTPDrafter(heads)], max_draft=2, adaptive=False).generate(
-        prompt, max_new_tokens=24)
+    drafted = Generator(model, tokenizer, max_draft=2, adaptive=False).generate(
+        prompt, max_new_tokens=24, drafters=[MTPDrafter(heads)])
     assert drafted.tokens == plain.tokens
     assert drafted.stats.accepted_per_drafter.get("mtp", 0) > 0
 
@@ -273,9 +265,9 @@ def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
 def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
     from typer.testing import CliRunner
 
-    from decoding.loading import DRAFT_VOCAB_FILE, load_heads_file
+    from decoding.model_loading import DRAFT_VOCAB_FILE, load_heads_file
     from editor.cli import app
-    from tests.tiny_chat import chat_model, chat_tokenizer
+    from tests.tiny_models import chat_model, chat_tokenizer
 
     sources = tmp_path / "src"
     sources.mkdir()
@@ -305,11 +297,11 @@ def test_train_mtp_command_writes_heads_vocabulary_and_card(tmp_path):
 def test_train_mtp_command_trains_on_the_models_own_answers_from_earlier_heads(tmp_path):
     from typer.testing import CliRunner
 
-    from decoding.loading import HEADS_FILE, load_model
+    from decoding.model_loading import HEADS_FILE, load_model
     from decoding.mtp import load_mtp_heads
     from editor.cli import app
-    from editor.mtp_corpus import generated_corpus
-    from tests.tiny_chat import chat_model, chat_tokenizer
+    from training.mtp_corpus import generated_corpus
+    from tests.tiny_models import chat_model, chat_tokenizer
 
     sources = tmp_path / "src"
     sources.mkdir()

@@ -16,8 +16,9 @@ from editor.errors import ApplyError, EditError, ParseError
 from editor.files import MemoryFiles, Workspace
 from editor.formats import detect, udiff
 from editor.formats.udiff import Edit, FilePatch, Hunk, Line
+from tests.conftest import SHARED
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/conformance/unified_diff"
+CORPUS = SHARED / "conformance/unified_diff"
 PYTHON_PATCH = CORPUS / "python-patch"
 WHATTHEPATCH = CORPUS / "whatthepatch"
 
@@ -35,6 +36,7 @@ def applied(texts: dict[str, str], diff_text: str, **kwargs) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- conformance
 
+@pytest.mark.shared
 @pytest.mark.parametrize("stem", sorted(p.name[:-len(".patch")] for p in PYTHON_PATCH.glob("*.patch")))
 def test_python_patch_file_cases(stem, tmp_path):
     # As python-patch's own runner does: the patch names NN.from as its old file and NN.to as its
@@ -45,6 +47,7 @@ def test_python_patch_file_cases(stem, tmp_path):
     assert (tmp_path / f"{stem}.from").read_bytes() == (PYTHON_PATCH / f"{stem}.to").read_bytes()
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("case", ["01uni_multi", "06nested"])
 def test_python_patch_tree_cases(case, tmp_path):
     source = PYTHON_PATCH / case
@@ -60,11 +63,13 @@ def test_python_patch_tree_cases(case, tmp_path):
         assert (root / rel).read_bytes() == (source / "[result]" / rel).read_bytes(), rel
 
 
+@pytest.mark.shared
 def test_whatthepatch_lao_to_tzu():
     texts = applied({"lao": read(WHATTHEPATCH / "lao")}, read(WHATTHEPATCH / "diff-unified.diff"))
     assert texts == {"lao": read(WHATTHEPATCH / "tzu")}
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("name", sorted(p.name for p in WHATTHEPATCH.glob("diff-unified-bad*.diff")))
 def test_whatthepatch_bad_diffs_are_rejected(name):
     with pytest.raises((ParseError, ApplyError)) as caught:
@@ -74,6 +79,7 @@ def test_whatthepatch_bad_diffs_are_rejected(name):
     assert "should be" in error.message and "but is" in error.message
 
 
+@pytest.mark.shared
 def test_whatthepatch_bad_diffs_name_the_wrong_line():
     with pytest.raises(ApplyError) as caught:
         applied({"lao": read(WHATTHEPATCH / "lao")}, read(WHATTHEPATCH / "diff-unified-bad.diff"))
@@ -86,6 +92,7 @@ def test_whatthepatch_bad_diffs_name_the_wrong_line():
     assert "'The two are te same,' but is 'The two are the same,'" in caught.value.message
 
 
+@pytest.mark.shared
 def test_lines_past_a_hunks_count_are_an_error_not_ignored():
     # whatthepatch (and GNU patch) skip these lines as text after the diff. A model that miscounts
     # a header would lose its last lines silently that way, so we refuse instead.
@@ -101,6 +108,7 @@ def test_lines_past_a_hunks_count_are_an_error_not_ignored():
 SAMPLES = sorted((CORPUS / "unidiff-samples").glob("*.diff"))
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_unidiff_samples_parse_or_are_refused_clearly(path):
     try:
@@ -111,6 +119,7 @@ def test_unidiff_samples_parse_or_are_refused_clearly(path):
     assert edit.files and udiff.parse(udiff.render(edit)) == edit
 
 
+@pytest.mark.shared
 def test_unidiff_samples_cover_both_outcomes():
     outcomes = {}
     for path in SAMPLES:
@@ -125,6 +134,7 @@ def test_unidiff_samples_cover_both_outcomes():
 
 # -------------------------------------------------------------------------------------- parse
 
+@pytest.mark.shared
 def test_parse_git_headers():
     edit = udiff.parse(read(CORPUS / "unidiff-samples/git_rename.diff"))
     assert [(f.source, f.target, f.is_rename, len(f.hunks)) for f in edit.files] == [
@@ -142,6 +152,7 @@ def test_parse_mode_change_without_hunks():
     assert edit.files == (FilePatch("run.sh", "run.sh", (), False, "100644", "100755"),)
 
 
+@pytest.mark.shared
 def test_parse_quoted_names_and_timestamps():
     edit = udiff.parse(read(CORPUS / "unidiff-samples/git_quoted_filename.diff"))
     assert edit.files[0].target == "A \u00e2 B.py"
@@ -159,6 +170,7 @@ def test_parse_prefix_stripping():
     assert created.is_new and created.target == "new.py"
 
 
+@pytest.mark.shared
 def test_parse_binary_is_refused():
     with pytest.raises(ParseError, match="binary") as caught:
         udiff.parse(read(CORPUS / "unidiff-samples/binary.diff"))
@@ -341,6 +353,7 @@ def test_insertion_after_a_last_line_without_newline():
     assert texts["f"] == "a\nb\nc\n"
 
 
+@pytest.mark.shared
 def test_new_file():
     texts = applied({}, "--- /dev/null\n+++ b/dir/new.py\n@@ -0,0 +1,2 @@\n+x = 1\n+y = 2\n"
                         "\\ No newline at end of file\n")
@@ -424,6 +437,7 @@ def test_target_overrides_the_headers():
         applied({"real.py": "a\n"}, two_files, target="real.py")
 
 
+@pytest.mark.shared
 def test_unsafe_paths_are_refused():
     with pytest.raises(EditError, match=r"\.\."):
         applied({}, read(PYTHON_PATCH / "data/autofix/parent-path.diff"))
@@ -532,7 +546,7 @@ def _tokenizer():
     """A tiny byte-level BPE, enough to drive llguidance over any text."""
     import llguidance
 
-    from tests.tiny_chat import byte_bpe
+    from tests.tiny_models import byte_bpe
 
     tok = byte_bpe([udiff.render(udiff.diff(TEN, TEN.replace("5", "five"), "f.py"))] * 4, 400)
     return llguidance.LLTokenizer(tok.to_str(), eos_token=tok.token_to_id("<eos>"))

@@ -1,4 +1,4 @@
-"""`edit apply EDIT`, `edit validate FILE...` and `edit bench apply`.
+"""`edit apply EDIT` and `edit validate FILE...`.
 
 Output: the unified diff of what changed (coloured on a terminal, plain otherwise or with NO_COLOR)
 and a one-line summary on stdout; errors on stderr as `file:line: message`. `--json` prints one
@@ -8,7 +8,6 @@ changes before the failing hunk are), 2 usage error.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from .. import validation
 from ..applying import FORMATS, ApplyResult, apply_edit
 from ..errors import EditError
 from ..files import decode
-from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app, bench_app
+from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
 
@@ -119,24 +118,6 @@ def validate_command(
         typer.echo(f"{what}: unknown language for {', '.join(unknown)} (name one with --language)",
                    err=True)
     raise typer.Exit(EXIT_REJECTED if failed else EXIT_OK)
-
-
-@bench_app.command("apply")
-def bench_apply_command(
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
-    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per measurement (median reported)."),
-) -> None:
-    """Applier speed: apply + validate one hunk on a 5,000-line file; parse throughput per format."""
-    script = Path(__file__).resolve().parents[2] / "bench" / "bench_apply.py"
-    if not script.is_file():
-        usage_error(f"{script} not found: benchmarks run from a source checkout")
-    spec = importlib.util.spec_from_file_location("bench_apply", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    results = bench.run(runs=runs)
-    typer.echo(bench.to_markdown(results))
-    if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def _read_edit(edit: str, format: str) -> str:

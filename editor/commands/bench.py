@@ -1,4 +1,4 @@
-"""`edit bench decode` and `edit bench quality` (model benchmarks; `edit bench apply` is in apply.py)."""
+"""`edit bench apply|decode|quality`: the CLI of the `bench` package (the benchmarks themselves live there)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,35 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..bench import DECODE_CONFIGS, check_decode_configs
-from . import bench_app
+from bench.decode import DECODE_CONFIGS, check_decode_configs
+from bench.items import DEFAULT_DATA, MissingDataError, load_items
+
+from . import EXIT_USAGE, bench_app
+
+DATA_HELP = f"Folder holding editeval.jsonl and humanevalfix_python.jsonl (default: {DEFAULT_DATA})."
+
+
+def items_or_exit(benchmark: str, limit: int | None, data: Path | None) -> list:
+    """The benchmark's items, or a one-line error and exit 2 when its data is not there."""
+    try:
+        return load_items(benchmark, limit, data)
+    except (MissingDataError, ValueError) as error:
+        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@bench_app.command("apply")
+def bench_apply(
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per measurement (median reported)."),
+) -> None:
+    """Applier speed: apply + validate one hunk on a 5,000-line file; parse throughput per format."""
+    from bench import apply as applier_bench
+
+    results = applier_bench.run(runs=runs)
+    typer.echo(applier_bench.to_markdown(results))
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 @bench_app.command("decode")
@@ -28,11 +55,12 @@ def bench_decode(
                                                             "rewritten: no grammar, what `edit` writes for short files)."),
     configs: str = typer.Option(",".join(DECODE_CONFIGS), "--configs", help="Comma-separated, plain first."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
+    data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
 ) -> None:
     """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
-    from decoding.loading import load_drafting_heads, load_model
+    from decoding.model_loading import load_drafting_heads, load_model
 
-    from ..bench import decode, load_items, markdown_decode
+    from bench.decode import decode, markdown_decode
 
     modes = {"on": (True,), "off": (False,), "both": (True, False)}
     if grammar not in modes:
@@ -46,11 +74,11 @@ def bench_decode(
         check_decode_configs(chosen)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--configs") from None
+    items = items_or_exit("editeval", limit, data)
     err = Console(stderr=True)
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
         mtp_heads = load_drafting_heads(model, model_obj, heads, int8=not float_heads)  # as `edit` drafts
-    items = load_items("editeval", limit)
     report = {"model": f"{model} ({quantize})", "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
               "heads": str(heads) if heads else "shipped" if mtp_heads is not None else None,
               "heads_dtype": None if mtp_heads is None else "int8" if mtp_heads.int8 else "float32", "configs": []}
@@ -76,14 +104,16 @@ def bench_quality(
     max_retries: int = typer.Option(0, "--max-retries"),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
+    data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
 ) -> None:
     """Edit quality: pass@1 of the item's tests after the edit, well-formed rate, tokens and seconds."""
-    from ..bench import check_formats, load_items, markdown_quality, plot_quality, quality
+    from bench.quality import check_formats, markdown_quality, plot_quality, quality
+
     from ..propose import Editor
 
     err = Console(stderr=True)
     formats = check_formats([format])
-    items = load_items(benchmark, limit)
+    items = items_or_exit(benchmark, limit, data)
     with err.status("loading the model..."):
         editor = Editor(model, quantize=quantize, max_retries=max_retries)
 

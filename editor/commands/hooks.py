@@ -17,11 +17,12 @@ from pathlib import Path
 
 import typer
 
+from ..applying import commit
 from ..errors import EditError
 from ..files import FileChange, Workspace, normalize
 from . import EXIT_OK, EXIT_REJECTED, app
 from .apply import console, print_diff
-from .rules import DEFAULT_RULES, run, write_checked
+from .rules import DEFAULT_RULES, run
 
 
 @app.command("hook-rules")
@@ -60,7 +61,7 @@ def hook_instruction_command(
         typer.echo("edit-instruction: no --instruction configured "
                    "(args: [--instruction, '...']); nothing to do", err=True)
         raise typer.Exit(EXIT_OK)
-    from decoding.models import ModelError
+    from decoding.model_registry import ModelError
 
     from ..propose import Editor
 
@@ -86,7 +87,7 @@ def hook_instruction_command(
     except ModelError as exc:
         typer.echo(f"edit-instruction: {exc}", err=True)
         raise typer.Exit(EXIT_REJECTED) from None
-    write_errors = write_checked(workspace, changes)
+    write_errors = commit(workspace, changes)
     if not write_errors:
         out = console()
         for change in changes:

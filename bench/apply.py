@@ -1,6 +1,6 @@
 """Applier speed: apply + validate one hunk on a large file, and parse throughput per edit format.
 
-    python bench/bench_apply.py [--runs 50] [--json OUT]      (or: edit bench apply [--runs 50] [--json OUT])
+    python bench/apply.py [--runs 50] [--json OUT]      (or: edit bench apply [--runs 50] [--json OUT])
 
 1. A generated 5,000-line Python file gets a one-hunk apply_patch patch in its middle. Timed:
    parse + apply + tree-sitter validation in memory (`apply_edit` over MemoryFiles) for the first

@@ -16,7 +16,7 @@ A third source makes the answers the model's own (`generated_sequences`): edit r
 decodes (greedy, grammar-constrained). Its answers are the very token stream the heads draft at inference,
 which teacher-forced answers only approximate: there the model writes its patches, not the diff's.
 
-The trainer (`decoding.train_mtp`) takes the sequences as token lists and never sees this module, since
+The trainer (`training.mtp_trainer`) takes the sequences as token lists and never sees this module, since
 `decoding` must not import `editor`.
 """
 
@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from decoding.train_mtp import TrainSequence
+from training.mtp_trainer import TrainSequence
 from editor import prompting
-from editor.propose import build_request, copy_drafter, editor_mtp_drafter, output_budget
+from editor.request import build_request, mtp_drafter
 from editor.formats import apply_patch, ot
 
 FORMAT_WEIGHTS = {"apply_patch": 3, "ot": 1}  # apply_patch is the editor's default format
@@ -303,18 +303,18 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
     format's grammar narrowed to the file; copy drafts, and MTP drafts with `heads`, which change the speed,
     not the tokens). Answers are kept in `folder` (one file per prompt), so a rerun reuses them; generating
     stops at `deadline` (time.time()), keeping what was done."""
-    from decoding.drafters import CombinedDrafter
     from decoding.generate import Generator
 
     folder.mkdir(parents=True, exist_ok=True)
     generator = Generator(model, tokenizer)
-    mtp = editor_mtp_drafter(heads) if heads is not None else None  # one for all: it follows the KV cache
+    mtp = mtp_drafter(heads) if heads is not None else None  # one for all: it follows the KV cache
     vocab = model.get_output_embeddings().out_features
     sequences, answer_tokens = [], 0
     for index, request in enumerate(requests):
-        prompt_ids, constraint = build_request(
-            tokenizer, request.format, name=request.path, text=request.text, instruction=request.instruction,
-            language="python", eos_token_ids=generator.eos_token_ids, vocab_size=vocab)
+        built = build_request(tokenizer, request.format, name=request.path, text=request.text,
+                              instruction=request.instruction, language="python", eos_token_ids=generator.eos_token_ids,
+                              vocab_size=vocab, max_new_tokens=max_new_tokens, mtp=mtp)
+        prompt_ids = built.prompt_ids
         key = TrainSequence(prompt_ids).key()
         path = folder / f"{key}.json"
         if path.is_file():
@@ -322,10 +322,8 @@ def generated_sequences(model, tokenizer, requests: list[EditRequest], folder: P
         elif deadline is not None and time.time() > deadline:
             break
         else:
-            copy = copy_drafter(tokenizer, request.format, request.text)
-            generator.drafters = [CombinedDrafter(mtp, copy) if mtp is not None else copy]
-            generation = generator.generate(prompt_ids, constraint,
-                                            max_new_tokens=output_budget(tokenizer, request.text, max_new_tokens))
+            generation = generator.generate(prompt_ids, built.constraint, max_new_tokens=built.max_new_tokens,
+                                            drafters=built.drafters)
             answer = generation.tokens + ([tokenizer.eos_token_id] if generation.finish_reason != "length" else [])
             partial = path.with_suffix(".partial")
             partial.write_text(json.dumps({"request": request.__dict__, "answer": answer,
@@ -380,8 +378,9 @@ def kept_answers(tokenizer, folders: list[Path], answered: list[TrainSequence] =
                 request, answer_ids = EditRequest(**kept["request"]), [int(token) for token in kept["answer"]]
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}: not an answer kept by train-mtp ({type(error).__name__}: {error})") from None
-            prompt_ids, _ = build_request(tokenizer, request.format, name=request.path, text=request.text,
-                                          instruction=request.instruction, language="python", grammar=False)
+            prompt_ids = build_request(tokenizer, request.format, name=request.path, text=request.text,
+                                       instruction=request.instruction, language="python", grammar=False,
+                                       spec=False).prompt_ids
             if TrainSequence(prompt_ids).key() != path.stem:
                 continue
             seen.add(path.stem)

@@ -1,4 +1,4 @@
-"""Decoding's Linear forwards (`decoding.small_batch`: the transposed product up to 4 rows, oneDNN's beyond):
+"""Decoding's Linear forwards (`decoding.cpu_linear`: the transposed product up to 4 rows, oneDNN's beyond):
 the same function as F.linear, used only at inference on large float32 layers; a model keeps its greedy output."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from decoding import small_batch
-from decoding.small_batch import fast_linear_forward, speed_up_small_batches
-from tests.test_generate import tiny_qwen2
+from decoding import cpu_linear
+from decoding.cpu_linear import fast_linear_forward, speed_up_small_batches
+from tests.tiny_models import tiny_qwen2
 
 
 def large_linear(bias: bool) -> nn.Linear:
@@ -46,7 +46,7 @@ def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):
     prompt = torch.tensor([[5, 17, 33, 9, 60, 2]])
     with torch.inference_mode():
         expected = model.generate(prompt, max_new_tokens=12, do_sample=False)
-        monkeypatch.setattr(small_batch, "MIN_WEIGHTS", 1)  # the tiny model's layers are all small
+        monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)  # the tiny model's layers are all small
         speed_up_small_batches(model)
         assert any("forward" in vars(m) for m in model.modules() if isinstance(m, nn.Linear))
         got = model.generate(prompt, max_new_tokens=12, do_sample=False)
@@ -62,22 +62,22 @@ def test_a_transposed_input_gives_the_same_product():
 
 
 def test_without_onednn_nothing_is_rerouted(monkeypatch):
-    monkeypatch.setattr(small_batch, "onednn_available", lambda: False)
+    monkeypatch.setattr(cpu_linear, "onednn_available", lambda: False)
     model = nn.Sequential(large_linear(False))
     speed_up_small_batches(model)
     assert "forward" not in vars(model[0])
 
 
-def test_bench_small_batch_times_every_path(tmp_path, monkeypatch):
-    from bench import bench_small_batch
-    from tests.tiny_chat import chat_model, chat_tokenizer
+def test_bench_cpu_linear_times_every_path(tmp_path, monkeypatch):
+    from bench import cpu_linear as linear_bench
+    from tests.tiny_models import chat_model, chat_tokenizer
 
     tokenizer = chat_tokenizer()
     chat_model(tokenizer).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    monkeypatch.setattr(small_batch, "MIN_WEIGHTS", 1)
-    monkeypatch.setattr(bench_small_batch, "LENGTHS", (1, 3))
-    report = bench_small_batch.run(str(tmp_path), context=16, repeats=1)
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)
+    monkeypatch.setattr(linear_bench, "LENGTHS", (1, 3))
+    report = linear_bench.run(str(tmp_path), context=16, repeats=1)
     assert report["layers"] > 0 and [row["tokens"] for row in report["rows"]] == [1, 3]
-    assert all(row[f"{path}_ms"] > 0 for row in report["rows"] for path in bench_small_batch.PATHS)
-    assert "| 3 |" in bench_small_batch.markdown(report)
+    assert all(row[f"{path}_ms"] > 0 for row in report["rows"] for path in linear_bench.PATHS)
+    assert "| 3 |" in linear_bench.markdown(report)

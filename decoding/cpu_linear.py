@@ -12,7 +12,7 @@ of W first. Two other products of the same dense float32 weight do better, each 
 
 `(W @ x.T).T` avoids the packing, and a single row given a copy of itself gets the two-thread kernel;
 oneDNN's kernel (which torch ships for its compiler) is the better one from 5 rows on, prefills
-included. On the whole 0.5B model, from a 600-token KV cache (`python -m bench.bench_small_batch`,
+included. On the whole 0.5B model, from a 600-token KV cache (`python -m bench.cpu_linear`,
 docs/BENCHMARKS.md), a forward of 1 token takes ~85 ms on either (F.linear: 148), of 2-4 tokens 95-126 ms
 transposed against 136-154 oneDNN, and of 6, 8, 12 tokens 156, 174, 181 ms oneDNN against 219, 236, 284
 transposed. So verifying a draft costs little more than a plain step, which is what speculative

@@ -1,6 +1,6 @@
 """Load a causal LM and its tokenizer for CPU decoding.
 
-A spec names the model: None or "default" and the other names in `decoding.models.REGISTRY` (installed
+A spec names the model: None or "default" and the other names in `decoding.model_registry.REGISTRY` (installed
 with `edit model install`), a `.gguf` file, a local Hugging Face folder (with config.json), or a hub id.
 
 A GGUF is de-quantised by transformers on load, which takes a minute or more; so the first load saves
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
-from .models import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
+from .model_registry import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
 
 HEADS_DIR = Path(__file__).parent / "heads"
 SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
@@ -37,7 +37,7 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     """
     import torch
 
-    from .small_batch import quantize_int8, speed_up_small_batches
+    from .cpu_linear import quantize_int8, speed_up_small_batches
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")

@@ -1,6 +1,6 @@
 """Microbenchmark of grammar-constrained decoding: compile and mask times per format grammar.
 
-    python bench/bench_grammar.py [--vocab 32000] [--lines 300] [--steps 300]
+    python bench/grammar.py [--vocab 32000] [--lines 300] [--steps 300]
 
 For each grammars/<format>.lark: narrow it to a document of `--lines` lines of Python (and a path
 and a language where the grammar has those markers), then time the matcher's construction

@@ -1,8 +1,8 @@
 """Forward time of the default model for the few-token inputs of decoding, per Linear path: F.linear (MKL),
-session 2's transposed product, oneDNN's, and what `load_model` uses (`decoding.small_batch`: transposed
+the transposed product alone (up to 8 rows), oneDNN's, and what `load_model` uses (`decoding.cpu_linear`: transposed
 up to 4 rows, oneDNN beyond).
 
-    python -m bench.bench_small_batch [--model default] [--context 600] [--repeats 7] [--json OUT]
+    python -m bench.cpu_linear [--model default] [--context 600] [--repeats 7] [--json OUT]
 
 The model holds a KV cache of --context random tokens; each row times a forward of T new tokens (a plain
 step is T = 1, verifying a draft of k tokens is T = k + 1), median of --repeats, with every large Linear
@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from bench.bench_apply import median_ms
-from decoding.loading import load_model
-from decoding.small_batch import fast_linear_forward, onednn_product, transposed_product
+from bench.apply import median_ms
+from decoding.model_loading import load_model
+from decoding.cpu_linear import fast_linear_forward, onednn_product, transposed_product
 
 LENGTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
 
 
 def transposed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Session 2's path: `(W @ x.T).T` up to 8 rows, F.linear beyond."""
+    """The transposed product alone: `(W @ x.T).T` up to 8 rows, F.linear beyond."""
     rows = x.numel() // x.shape[-1]
     if rows > 8:
         return F.linear(x, self.weight, self.bias)
@@ -80,7 +80,7 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
 def markdown(report: dict) -> str:
     lines = [f"{report['model']} float32, KV cache of {report['context']} tokens, {report['threads']} threads, "
              f"median of {report['repeats']}; {report['layers']} Linear layers rerouted", "",
-             "| tokens per forward | F.linear ms | transposed (session 2) ms | oneDNN ms | shipped ms |"
+             "| tokens per forward | F.linear ms | transposed (up to 8 rows) ms | oneDNN ms | shipped ms |"
              " shipped vs F.linear | shipped vs transposed |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["rows"]:
         lines.append(f"| {row['tokens']} | {row['f_linear_ms']:.0f} | {row['transposed_ms']:.0f} | "

@@ -11,7 +11,7 @@ Cache layout (root: `$EDIT_CACHE_DIR`, else `$XDG_CACHE_HOME/structured-edit`, e
 
     models/<name>/model.gguf    the verified GGUF
     models/<name>/sha256        marker, written last: the sha256 the file was verified against
-    converted/<sha256>/         the safetensors folder `decoding.loading` converts a GGUF into
+    converted/<sha256>/         the safetensors folder `decoding.model_loading` converts a GGUF into
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A tiny chat model for end-to-end tests: a byte-level BPE tokenizer with Qwen's chat template and
-special tokens, and a 2-layer Qwen2 model, optionally trained to answer one prompt with one reply."""
+"""Tiny models for tests, built from configs with fixed seeds: random Qwen2 and Qwen3.5 language models, a
+byte-level BPE tokenizer, and a chat model (Qwen's chat template and special tokens, a 2-layer Qwen2,
+optionally trained to answer one prompt with one reply)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,42 @@ import prompts
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VOCAB = 128
+EOS = 1
+
+
+def randomize(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+
+
+def tiny_qwen2(vocab: int = VOCAB, seed: int = 0, peak: float = 6.0) -> Qwen2ForCausalLM:
+    """Random Qwen2; lm_head scaled by `peak` so greedy decoding falls into repetitive, draftable loops."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, eos_token_id=EOS)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(peak)
+    return model
+
+
+def tiny_qwen3_5(vocab: int = VOCAB, seed: int = 0):
+    """Random Qwen3.5 text model: three Gated DeltaNet layers (recurrent, uncroppable) and one attention layer."""
+    from transformers.models.qwen3_5 import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+    torch.manual_seed(seed)
+    config = Qwen3_5TextConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                               num_key_value_heads=2, intermediate_size=128, head_dim=16, linear_num_value_heads=4,
+                               linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                               eos_token_id=EOS)
+    model = Qwen3_5ForCausalLM(config).eval()
+    randomize(model, seed)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)
+    return model
 
 
 def byte_bpe(texts, vocab_size: int, special_tokens=("<eos>",)) -> Tokenizer:

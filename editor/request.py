@@ -1,0 +1,102 @@
+"""One request to the model, built the way `edit` builds it: the format's prompt through the chat template,
+the format's grammar narrowed to this file, the drafters, and the output budget.
+
+The Editor, `edit bench decode` and the MTP trainer's own-answer generation all build their requests here,
+so "decode the way `edit` does" is written once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import grammars
+
+from . import formats, prompting
+
+# MTP drafts end where the heads' confidence in the whole draft falls below this (`MTPHeads.draft`):
+# chosen with `edit bench decode` (docs/BENCHMARKS.md, Decoding).
+MTP_MIN_CONFIDENCE = 0.4
+# Line formats quote a file's lines behind a one-character marker: " " for context, "-" for removal.
+QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    constraint: object | None  # a GrammarConstraint, or None (`whole`, or built without the grammar)
+    drafters: list = field(default_factory=list)  # what `Generator.generate` drafts with
+    max_new_tokens: int = 1024
+
+
+def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str, language: str | None,
+                  feedback=(), eos_token_ids=(), vocab_size: int | None = None, grammar: bool = True,
+                  max_new_tokens: int = 1024, spec: bool = True, mtp=None) -> Request:
+    """The request for an edit of `text` (called `name`) in `fmt`. `spec`: draft from the file (copy), with
+    `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the constraint out."""
+    from decoding.constraint import GrammarConstraint, tokenizer_for
+
+    chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
+                              feedback=feedback)
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    constraint = None
+    if fmt != "whole" and grammar:
+        narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language))
+        check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
+        constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
+                                       token_check=check, vocab_size=vocab_size)
+    drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec else []
+    return Request(prompt_ids, constraint, drafters, output_budget(tokenizer, text, max_new_tokens))
+
+
+def edit_drafters(tokenizer, fmt: str, text: str, mtp=None) -> list:
+    """Copy drafts from `text`, and MTP drafts beside them when `mtp` is given (the longer draft wins)."""
+    from decoding.drafters import CombinedDrafter
+
+    copy = copy_drafter(tokenizer, fmt, text)
+    return [CombinedDrafter(mtp, copy) if mtp is not None else copy]
+
+
+def copy_sources(fmt: str, text: str) -> list[str]:
+    """The texts a copy drafter matches the output against: the file, and the file as `fmt` quotes it.
+
+    A patch's context lines are the file's lines behind a space, and BPE splits " " + line + " " + line
+    unlike line + line (the marker merges with the indentation, a blank line is "\\n \\n"): against the
+    plain file a copy draft breaks at every line start, against the quoted file it runs on through a
+    whole stretch of context or removed lines."""
+    lines = text.splitlines(keepends=True)
+    return [text] + ["".join(marker + line for line in lines) for marker in QUOTE_MARKERS.get(fmt, "")]
+
+
+def copy_drafter(tokenizer, fmt: str, text: str):
+    """The copy drafter for an answer in `fmt` about `text` (over `copy_sources`)."""
+    from decoding.drafters import CopyDrafter
+
+    return CopyDrafter([tokenizer.encode(source, add_special_tokens=False) for source in copy_sources(fmt, text)])
+
+
+def mtp_drafter(heads):
+    """The MTP drafter as `edit` drafts with it (drafts cut at MTP_MIN_CONFIDENCE). It holds the target's
+    hidden states for the prompt prefix the generator's KV cache keeps between calls: keep one per Generator."""
+    from decoding.drafters import MTPDrafter
+
+    return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE)
+
+
+def output_budget(tokenizer, text: str, max_new_tokens: int) -> int:
+    """Most tokens an answer about `text` may take: an edit is shorter than a rewrite of the file, and a
+    budget past that only lets a looping model loop."""
+    return min(max_new_tokens, 2 * len(tokenizer.encode(text, add_special_tokens=False)) + 256)
+
+
+def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
+    marked = grammars.markers(fmt)
+    narrowing = {}
+    if "DOC_LINE" in marked and text:  # an empty file has no line to quote
+        narrowing["document"] = text
+    if "PATH" in marked:
+        narrowing["paths"] = [name]
+    if "LANGUAGE" in marked and language:
+        narrowing["language"] = language
+    return narrowing
