@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
 import grammars
 from bench.bench_grammar import stdlib_tokenizer
 from decoding.constraint import GrammarConstraint, tokenizer_for
 from editor import formats, prompting, validation
+from editor.cli import app
 from editor.errors import ApplyError, ParseError
 from editor.files import MemoryFiles
 from editor.formats import apply_patch, block
@@ -252,3 +254,16 @@ def test_prompt_shows_the_file_and_an_answer_in_the_format():
     example = chat[1]["content"].split("```\n")[1]
     answer = changed("greet.py", example, chat[2]["content"])  # the example answer applies
     assert "def welcome(name):" in answer and "    welcome(sys.argv[1])" in answer
+
+
+def test_cli_applies_a_block_edit_to_the_named_file(tmp_path):
+    (tmp_path / "a.py").write_text(PYTHON)
+    edit = tmp_path / "edit.txt"
+    edit.write_text("*** Replace: TIMEOUT = 5\nTIMEOUT = 10\n*** End\n")
+    result = CliRunner().invoke(app, ["apply", str(edit), "--format", "block", "--file", "a.py",
+                                      "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.py").read_text() == PYTHON.replace("TIMEOUT = 5", "TIMEOUT = 10")
+    edit.write_text("*** Delete: TIMEOUT = 5\n*** End\n")
+    result = CliRunner().invoke(app, ["apply", str(edit), "--file", "a.py", "--root", str(tmp_path)])
+    assert result.exit_code == 1 and "no unit 'TIMEOUT = 5'" in result.output
