@@ -97,6 +97,12 @@ def test_units_of_each_kind_of_file(path):
     assert block.unit_names(text, path) == names
 
 
+def test_duplicate_first_lines_get_numbers_that_no_line_has():
+    text = "x = 1\n\nx = 1\n\nx = 1 #2\n\nx = 1\n"
+    assert block.unit_names(text, "a.py") == ["x = 1", "x = 1 #2", "x = 1 #2 #2", "x = 1 #3"]
+    assert changed("a.py", text, "*** Replace: x = 1 #3\nx = 4\n*** End\n").endswith("\nx = 4\n")
+
+
 def test_unit_spans_cover_decorators_and_sections():
     spans = {unit.name: (unit.start, unit.end) for unit in block.units(PYTHON, "a.py")}
     assert spans["class Loader:"] == (5, 14)  # from "@dataclass" to the end of load()

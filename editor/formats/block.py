@@ -85,29 +85,33 @@ class Unit:
 # Units
 
 
-def units(text: str, path: str, language: str | None = None) -> list[Unit]:
-    """The units of `text`, a file named `path` (its language: `language`, else detected), in file
-    order, a container before its members."""
+def units(text: str, path: str) -> list[Unit]:
+    """The units of `text`, the file `path` (its language from its name or shebang, as `apply`
+    sees it), in file order, a container before its members."""
     lines, _ = apply_patch.split_lines(text)
-    language = detect_language(path, text, language)
+    language = detect_language(path, text)
     if language is None or language in PARAGRAPH_LANGUAGES:
         spans = _paragraphs(lines)
     else:
         root = parser_for(language).parse(text.encode("utf-8")).root_node
         spans = list(_node_spans(root, lines, header_row=-1))
-    named, seen = [], {}
+    named: list[Unit] = []
+    taken: set[str] = set()
     for name_row, start, end in spans:
-        base = lines[name_row].strip()
-        seen[base] = seen.get(base, 0) + 1
-        name = base if seen[base] == 1 else f"{base} #{seen[base]}"
+        base = name = lines[name_row].strip()
+        number = 1
+        while name in taken:  # a loop, not a count: the file may have a line "<base> #2" of its own
+            number += 1
+            name = f"{base} #{number}"
+        taken.add(name)
         named.append(Unit(name, start, end))
     return named
 
 
-def unit_names(text: str, path: str, language: str | None = None) -> list[str]:
-    """The names a block edit of `text` may use: what `grammars.document_grammar("block", units=...)`
-    offers the model."""
-    return [unit.name for unit in units(text, path, language)]
+def unit_names(text: str, path: str) -> list[str]:
+    """The names a block edit of `text`, the file `path`, may use: what
+    `grammars.document_grammar("block", units=...)` offers the model."""
+    return [unit.name for unit in units(text, path)]
 
 
 def _paragraphs(lines: list[str]) -> list[tuple[int, int, int]]:
