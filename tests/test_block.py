@@ -197,6 +197,20 @@ def test_same_result_as_its_apply_patch_serialisation(path, text, edit):
     assert direct.new_text == via_patch.new_text != text
 
 
+@pytest.mark.parametrize("path", sorted(UNITS))
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_every_operation_on_every_unit_matches_its_apply_patch_serialisation(path, final_newline):
+    text = UNITS[path][0] if final_newline else UNITS[path][0].rstrip("\n")
+    for name in block.unit_names(text, path):
+        for op in (block.Op("replace", name, ("changed = 1",)), block.Op("delete", name),
+                   block.Op("insert", name, ("added = 2", "", "added = 3"))):
+            edit = block.Edit((op,))
+            direct = block.apply_text(text, edit, path)
+            patch = apply_patch.parse(block.to_apply_patch(edit, text, path))
+            [via_patch] = apply_patch.apply(MemoryFiles({path: text}), patch)
+            assert via_patch.new_text == direct, (path, op)
+
+
 def test_parse_render_round_trip():
     text = ("*** Replace: def f(x):\n\ndef f(x):\n\n    return x\n\n"
             "*** Insert after: def f(x):\ndef g():\n    pass\n"
