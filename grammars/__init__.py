@@ -6,6 +6,7 @@ grammar defines these terminals, each on ONE line of its own that starts with th
     DOC_LINE: ...   the content of a context or removed line -> only the document's own lines
     PATH: ...       a file path                              -> only the given paths
     LANGUAGE: ...   an ast-grep rule's language              -> only the given language
+    UNIT: ...       a block edit's unit name                 -> only the given names
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from importlib.resources import files
 # no path to name. llguidance still allows the token that ends the lexeme before it (a context
 # line's " "), and reports a dead end (NoExtensionBias) at the next mask.
 NOTHING = r"/[^\s\S]/"
-MARKERS = ("DOC_LINE", "PATH", "LANGUAGE")
+MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
 
 
 class GrammarError(ValueError):
@@ -31,9 +32,9 @@ def load(name: str) -> str:
 
 
 def document_grammar(format: str, *, document: str | None = None, paths: list[str] | None = None,
-                     language: str | None = None) -> str:
-    """The grammar of `format`, with DOC_LINE, PATH and LANGUAGE narrowed to what is given."""
-    return narrow(load(format), document=document, paths=paths, language=language,
+                     language: str | None = None, units: list[str] | None = None) -> str:
+    """The grammar of `format`, with DOC_LINE, PATH, LANGUAGE and UNIT narrowed to what is given."""
+    return narrow(load(format), document=document, paths=paths, language=language, units=units,
                   source=f"grammars/{format}.lark")
 
 
@@ -44,8 +45,9 @@ def markers(format: str) -> list[str]:
 
 
 def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None = None,
-           language: str | None = None, source: str = "grammar") -> str:
-    """`grammar` with DOC_LINE, PATH and LANGUAGE narrowed; `source` names it in errors."""
+           language: str | None = None, units: list[str] | None = None,
+           source: str = "grammar") -> str:
+    """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
         if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
@@ -54,6 +56,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
         grammar = _redefine(grammar, source, "PATH", list(dict.fromkeys(paths)))
     if language is not None:
         grammar = _redefine(grammar, source, "LANGUAGE", [language])
+    if units is not None:
+        grammar = _redefine(grammar, source, "UNIT", list(dict.fromkeys(units)))
     return grammar
 
 

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from ..errors import ParseError
 
-NAMES = ("apply_patch", "udiff", "ot", "rule")
+NAMES = ("apply_patch", "udiff", "ot", "rule", "block")
 
 
 def get(name: str) -> ModuleType:

@@ -1,0 +1,341 @@
+"""Block edits: rewrite, insert or delete whole units of one file, named by their first line.
+
+    *** Replace: def load_config(path):
+    def load_config(path, strict=False):
+        ...the unit's whole new text...
+    *** Insert after: class Loader:
+    def helper():
+        ...a new unit, placed after the named one...
+    *** Delete: def old_helper():
+    *** End
+
+A model rewriting a function gets it right far more often than it gets a line diff right (no offsets,
+no context lines to copy exactly, no fragmented hunks), so the model never types old text and never
+counts: it names a unit and writes new text. The units come from tree-sitter:
+
+- code: top-level statements (functions, classes, imports, assignments, comments...) and the members
+  of classes (methods, fields), recursively. A decorated definition is named by its `def`/`class`
+  line and its text includes the decorators.
+- Markdown: sections (a heading and everything under it, subsections included), named by the
+  heading line, and the blocks in them (paragraphs, lists, code blocks...).
+- anything else: paragraphs, runs of non-blank lines.
+
+A unit's name is its first line without surrounding whitespace; when several units share a first
+line, the second is named `<line> #2`, the third `<line> #3`, in file order. Every name refers to the
+file before the edit, so the operations do not depend on each other's order; they must not overlap.
+
+Old text is implied, so an edit serialises to an apply_patch (V4A) patch (`to_apply_patch`), which the
+existing applier, validation and hooks take unchanged; `apply` gives the same text that patch does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import ApplyError, ParseError
+from ..files import FileChange, Files, Staging, newline_of
+from ..validation import detect_language, parser_for
+from . import apply_patch
+
+REPLACE = "*** Replace: "
+INSERT = "*** Insert after: "
+DELETE = "*** Delete: "
+END = "*** End"
+KINDS = {REPLACE: "replace", INSERT: "insert", DELETE: "delete"}
+MARKER = "*** "  # a body line cannot start with it: the grammar keeps markers and text apart
+
+# Languages whose tree-sitter tree has no useful top-level units (one object, one document): their
+# files are cut into paragraphs, as text is.
+PARAGRAPH_LANGUAGES = {"json", "yaml", "toml", "html"}
+# Nodes whose body holds units of their own (methods, fields), by language family.
+CLASS_TYPES = {"class_definition", "class_declaration", "abstract_class_declaration", "class",
+               "interface_declaration", "class_specifier", "struct_specifier", "impl_item",
+               "trait_item"}
+# Wrappers whose unit is named by the definition inside: `@decorator` lines, `export`.
+WRAPPED_FIELDS = ("definition", "declaration")
+
+
+@dataclass(frozen=True)
+class Op:
+    """Replace the unit `unit` by `lines`, insert `lines` after it, or delete it (no lines)."""
+
+    kind: Literal["replace", "insert", "delete"]
+    unit: str
+    lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edit:
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Lines `start` to `end` (0-based, end excluded) of the file, named `name`."""
+
+    name: str
+    start: int
+    end: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+
+
+def units(text: str, path: str) -> list[Unit]:
+    """The units of `text`, the file `path` (its language from its name or shebang, as `apply`
+    sees it), in file order, a container before its members."""
+    lines, _ = apply_patch.split_lines(text)
+    language = detect_language(path, text)
+    if language is None or language in PARAGRAPH_LANGUAGES:
+        spans = _paragraphs(lines)
+    else:
+        root = parser_for(language).parse(text.encode("utf-8")).root_node
+        spans = list(_node_spans(root, lines, header_row=-1))
+    named: list[Unit] = []
+    taken: set[str] = set()
+    for name_row, start, end in spans:
+        base = name = lines[name_row].strip()
+        number = 1
+        while name in taken:  # a loop, not a count: the file may have a line "<base> #2" of its own
+            number += 1
+            name = f"{base} #{number}"
+        taken.add(name)
+        named.append(Unit(name, start, end))
+    return named
+
+
+def unit_names(text: str, path: str) -> list[str]:
+    """The names a block edit of `text`, the file `path`, may use: what
+    `grammars.document_grammar("block", units=...)` offers the model."""
+    return [unit.name for unit in units(text, path)]
+
+
+def _paragraphs(lines: list[str]) -> list[tuple[int, int, int]]:
+    spans, start = [], None
+    for i, line in enumerate(lines + [""]):
+        if line.strip() and start is None:
+            start = i
+        elif not line.strip() and start is not None:
+            spans.append((start, start, i))
+            start = None
+    return spans
+
+
+def _node_spans(node, lines: list[str], header_row: int):
+    """(name row, first row, end row) of each unit among `node`'s children, each followed by its
+    members'. A child starting on `header_row` (the container's first line) or on the last line of
+    the unit before it shares a line with that unit and stays part of it."""
+    siblings: list[list] = []  # [name row, first row, end row, node holding its members or None]
+    for child in node.named_children:
+        if child.type.endswith("heading") or child.start_point.row <= header_row:
+            continue  # a section's heading is its first line, not a unit of its own
+        start, end = child.start_point.row, _end_row(child, lines)
+        if siblings and start < siblings[-1][2]:
+            siblings[-1][2] = max(siblings[-1][2], end)
+            continue
+        inner = _definition(child)
+        members = child if child.type == "section" else (
+            inner.child_by_field_name("body") if inner.type in CLASS_TYPES else None)
+        siblings.append([inner.start_point.row, start, end, members])
+    for name_row, start, end, members in siblings:
+        yield name_row, start, end
+        if members is not None:
+            yield from _node_spans(members, lines, name_row)
+
+
+def _definition(node):
+    """The definition a wrapper holds (`@decorator` lines, `export`), else the node itself."""
+    for field in WRAPPED_FIELDS:
+        inner = node.child_by_field_name(field)
+        if inner is not None:
+            return _definition(inner)
+    return node
+
+
+def _end_row(node, lines: list[str]) -> int:
+    """The row after the node's last non-blank line (Markdown blocks end past their blank lines)."""
+    start = node.start_point.row
+    end = max(node.end_point.row + (1 if node.end_point.column else 0), start + 1)
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    return end
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and rendering
+
+
+def looks_like(text: str) -> bool:
+    first = text.lstrip().split("\n", 1)[0]
+    return first.startswith(tuple(KINDS))
+
+
+def parse(text: str) -> Edit:
+    """The edit's operations. Raises ParseError naming the line."""
+    ops: list[Op] = []
+    kind = name = None
+    body: list[str] = []
+    opened = 0  # the line number of the operation being read
+
+    def close() -> None:
+        if kind is None:
+            return
+        while body and not body[-1].strip():
+            body.pop()
+        if kind == "delete" and body:
+            raise ParseError(f"'{DELETE.strip()}' takes no lines: its unit goes", line=opened + 1)
+        if kind != "delete" and not body:
+            raise ParseError(f"no lines for {name!r}: write the unit's new text in full, or "
+                             f"delete it with '{DELETE.strip()}'", line=opened)
+        ops.append(Op(kind, name, tuple(body)))
+
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    for number, line in enumerate(lines, 1):
+        marker = next((m for m in KINDS if line.startswith(m)), None)
+        if marker is not None:
+            close()
+            kind, name, body, opened = KINDS[marker], line[len(marker):].strip(), [], number
+            if not name:
+                raise ParseError("no unit named after the marker", line=number)
+        elif line.rstrip() == END:
+            close()
+            if any(rest.strip() for rest in lines[number:]):
+                raise ParseError(f"text after '{END}'", line=number + 1)
+            if not ops:
+                raise ParseError("no operation: expected '*** Replace: <unit>', "
+                                 "'*** Insert after: <unit>' or '*** Delete: <unit>'", line=number)
+            return Edit(tuple(ops))
+        elif line.startswith(MARKER):
+            raise ParseError(f"unknown marker {line!r}: expected '*** Replace: <unit>', "
+                             f"'*** Insert after: <unit>', '*** Delete: <unit>' or '{END}'",
+                             line=number)
+        elif kind is not None:
+            if body or line.strip():  # blank lines before a unit's text are spacing, not text
+                body.append(line)
+        elif line.strip():
+            raise ParseError(f"expected '*** Replace: <unit>', '*** Insert after: <unit>' or "
+                             f"'*** Delete: <unit>', found {line!r}", line=number)
+    raise ParseError(f"missing '{END}' after the last operation", line=len(lines))
+
+
+def render(edit: Edit) -> str:
+    """Canonical text; parse(render(e)) == e."""
+    markers = {kind: marker for marker, kind in KINDS.items()}
+    out = []
+    for op in edit.ops:
+        out.append(markers[op.kind] + op.unit)
+        out += op.lines
+    out.append(END)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying
+
+
+def apply_text(text: str, edit: Edit, path: str) -> str:
+    """`text`, the file `path`, after the edit, in the file's own line ending. Raises ApplyError
+    naming a unit the file does not have, or two operations that overlap."""
+    lines, ends_with_newline = apply_patch.split_lines(text)
+    by_name = {unit.name: unit for unit in units(text, path)}
+    # (unit's lines, lines replaced, new lines, operation number): an insertion replaces no line, a
+    # deletion also the blank lines beside its unit
+    cuts = []
+    for number, op in enumerate(edit.ops, 1):
+        unit = by_name.get(op.unit)
+        if unit is None:
+            raise ApplyError(f"no unit {op.unit!r} in the file; a unit is named by its first line "
+                             f"without indentation{_closest_name(op.unit, by_name)}",
+                             file=path, hunk=number)
+        indent = re.match(r"\s*", lines[unit.start]).group()
+        span = (unit.start, unit.end)
+        if op.kind == "replace":
+            cuts.append((span, span, _indented(op.lines, indent), number))
+        elif op.kind == "insert":
+            at = (unit.end, unit.end)
+            cuts.append((at, at, [""] * _gap(lines, unit) + _indented(op.lines, indent), number))
+        else:
+            cuts.append((span, _deleted(lines, unit), [], number))
+    cuts.sort(key=lambda cut: cut[0])  # stable: inserts after one unit keep their order
+    for before, after in zip(cuts, cuts[1:]):
+        if after[0][0] < before[0][1]:
+            first, second = sorted((before[3], after[3]))
+            raise ApplyError(f"operations {first} ({edit.ops[first - 1].unit!r}) and {second} "
+                             f"({edit.ops[second - 1].unit!r}) overlap: a unit and a unit inside "
+                             "it, or one unit twice; rewrite the outer unit only", file=path,
+                             hunk=second)
+    new_lines, done = [], 0  # lines[:done] are dealt with
+    for _, (start, end), new, _ in cuts:
+        # Two deletions may both claim the blank lines between their units: the first takes them.
+        new_lines += lines[done:start] + new
+        done = max(done, end)
+    new_lines += lines[done:]
+    if not new_lines:
+        return ""
+    # As apply_patch: a missing final newline stays missing unless the edit reaches the last line.
+    reaches_end = any(end >= len(lines) for _, (_, end), _, _ in cuts)
+    newline = newline_of(text)
+    return newline.join(new_lines) + (newline if ends_with_newline or reaches_end else "")
+
+
+def _closest_name(name: str, by_name: dict[str, Unit]) -> str:
+    close = difflib.get_close_matches(name, by_name, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _indented(lines: tuple[str, ...], indent: str) -> list[str]:
+    """A unit's new text at its place: written flush left, it gets the unit's indentation (a method
+    written as if it were a function)."""
+    if not indent or lines[0][:1].isspace():
+        return list(lines)
+    return [indent + line if line.strip() else line for line in lines]
+
+
+def _blank_run(lines: list[str], start: int, step: int) -> int:
+    """How many blank lines there are from `start` on, going `step` (1: down, -1: up)."""
+    count = 0
+    while 0 <= start + count * step < len(lines) and not lines[start + count * step].strip():
+        count += 1
+    return count
+
+
+def _gap(lines: list[str], unit: Unit) -> int:
+    """Blank lines to put between a unit and one inserted after it: the smaller non-zero of the runs
+    above and below the unit (one method apart, two functions apart...)."""
+    runs = [run for run in (_blank_run(lines, unit.start - 1, -1), _blank_run(lines, unit.end, 1))
+            if run]
+    return min(runs, default=0)
+
+
+def _deleted(lines: list[str], unit: Unit) -> tuple[int, int]:
+    """The lines a deleted unit takes with it: the blank lines above it, or below it when it is the
+    first thing in the file, so that its neighbours keep their spacing."""
+    above = _blank_run(lines, unit.start - 1, -1)
+    if unit.start - above > 0:
+        return unit.start - above, unit.end
+    return unit.start, unit.end + _blank_run(lines, unit.end, 1)
+
+
+def apply(files: Files, edit: Edit, *, target: str | None = None,
+          partial: bool = False) -> list[FileChange]:
+    """Apply `edit` to the file `target`. A block edit changes one file, so it applies whole or not
+    at all: `partial` changes nothing."""
+    if target is None:
+        raise ApplyError("a block edit does not name its file: give the target file")
+    staging = Staging(files)
+    staging.write(target, apply_text(staging.read(target).text, edit, target))
+    return staging.changes()
+
+
+def to_apply_patch(edit: Edit, text: str, path: str) -> str:
+    """The edit as an apply_patch (V4A) patch of `path`, whose text is `text`: its old lines are the
+    file's, so the usual applier, validation and hooks can take it. Applying the patch gives
+    `apply_text(text, edit, path)`."""
+    new = apply_text(text, edit, path)
+    if new == text:
+        raise ApplyError("the edit changes nothing", file=path)
+    return apply_patch.render(apply_patch.diff(text, new, path))

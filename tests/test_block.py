@@ -1,0 +1,289 @@
+"""Block edits: editor/formats/block.py, grammars/block.lark and prompts/block.txt."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import grammars
+from bench.bench_grammar import stdlib_tokenizer
+from decoding.constraint import GrammarConstraint, tokenizer_for
+from editor import formats, prompting, validation
+from editor.cli import app
+from editor.errors import ApplyError, ParseError
+from editor.files import MemoryFiles
+from editor.formats import apply_patch, block
+
+PYTHON = '''import sys
+
+TIMEOUT = 5
+
+
+@dataclass
+class Loader:
+    """Loads configs."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self):
+        return open(self.path).read()
+
+
+class Saver:
+    def __init__(self, path):
+        self.path = path
+
+
+def main():
+    print(Loader(sys.argv[1]).load())
+'''
+
+JAVASCRIPT = '''import fs from "fs";
+
+export class Store {
+  constructor(path) {
+    this.path = path;
+  }
+
+  read() {
+    return fs.readFileSync(this.path, "utf8");
+  }
+}
+
+function main() {
+  console.log(new Store("a").read());
+}
+'''
+
+MARKDOWN = '''# Guide
+
+How to use it.
+
+## Install
+
+Run the installer.
+
+- step one
+- step two
+
+## Usage
+
+Call it.
+'''
+
+TEXT = "First paragraph\nstill first.\n\nSecond paragraph.\n\n\nThird.\n"
+
+UNITS = {
+    "a.py": (PYTHON, ["import sys", "TIMEOUT = 5", "class Loader:", '"""Loads configs."""',
+                      "def __init__(self, path):", "def load(self):", "class Saver:",
+                      "def __init__(self, path): #2", "def main():"]),
+    "a.js": (JAVASCRIPT, ['import fs from "fs";', "export class Store {", "constructor(path) {",
+                          "read() {", "function main() {"]),
+    "a.md": (MARKDOWN, ["# Guide", "How to use it.", "## Install", "Run the installer.",
+                        "- step one", "## Usage", "Call it."]),
+    "a.txt": (TEXT, ["First paragraph", "Second paragraph.", "Third."]),
+}
+
+
+def changed(path: str, text: str, edit_text: str) -> str:
+    [change] = block.apply(MemoryFiles({path: text}), block.parse(edit_text), target=path)
+    return change.new_text
+
+
+@pytest.mark.parametrize("path", sorted(UNITS))
+def test_units_of_each_kind_of_file(path):
+    text, names = UNITS[path]
+    assert block.unit_names(text, path) == names
+
+
+def test_duplicate_first_lines_get_numbers_that_no_line_has():
+    text = "x = 1\n\nx = 1\n\nx = 1 #2\n\nx = 1\n"
+    assert block.unit_names(text, "a.py") == ["x = 1", "x = 1 #2", "x = 1 #2 #2", "x = 1 #3"]
+    assert changed("a.py", text, "*** Replace: x = 1 #3\nx = 4\n*** End\n").endswith("\nx = 4\n")
+
+
+def test_unit_spans_cover_decorators_and_sections():
+    spans = {unit.name: (unit.start, unit.end) for unit in block.units(PYTHON, "a.py")}
+    assert spans["class Loader:"] == (5, 14)  # from "@dataclass" to the end of load()
+    assert spans["def load(self):"] == (12, 14)
+    sections = {unit.name: (unit.start, unit.end) for unit in block.units(MARKDOWN, "a.md")}
+    assert sections["## Install"] == (4, 10)  # the heading, its paragraph and list, no blank line
+    assert sections["# Guide"] == (0, 14)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return stdlib_tokenizer(2000)
+
+
+@pytest.mark.parametrize("path", sorted(UNITS))
+def test_grammar_admits_exactly_the_files_units(tokenizer, path):
+    text, names = UNITS[path]
+    assert grammars.markers("block") == ["UNIT"]
+    grammar = grammars.document_grammar("block", units=block.unit_names(text, path))
+    llg = tokenizer_for(tokenizer)
+
+    def accepted(edit: str) -> bool:
+        ids = tokenizer.encode(edit, add_special_tokens=False) + [llg.eos_token]
+        return GrammarConstraint(llg, grammar).valid_prefix_len(ids) == len(ids)
+
+    for name in names:
+        assert accepted(f"*** Delete: {name}\n*** End\n"), name
+        assert accepted(f"*** Replace: {name}\nnew text\n\n**bold** *x* ***y\n*** End\n"), name
+    others = {line.strip() for line in text.splitlines() if line.strip()} - set(names)
+    for line in others | {names[0] + " ", names[0] + " #2", "def missing():"}:
+        assert not accepted(f"*** Delete: {line}\n*** End\n"), line
+    assert not accepted(f"*** Replace: {names[0]}\n*** Delete: {names[0]}\n*** End\n")  # no text
+    assert not accepted(f"*** Replace: {names[0]}\n*** Bogus\n*** End\n")
+
+
+def test_rewrite_of_a_method_applies_and_validates():
+    edit = ("*** Replace: def load(self):\n"
+            "def load(self, encoding=\"utf-8\"):\n"  # flush left: indented like the method it replaces
+            "    with open(self.path, encoding=encoding) as f:\n"
+            "        return f.read()\n"
+            "*** End\n")
+    new = changed("a.py", PYTHON, edit)
+    assert new == PYTHON.replace(
+        "    def load(self):\n        return open(self.path).read()\n",
+        "    def load(self, encoding=\"utf-8\"):\n"
+        "        with open(self.path, encoding=encoding) as f:\n            return f.read()\n")
+    assert validation.check("a.py", PYTHON, new).ok
+    broken = changed("a.py", PYTHON, "*** Replace: def main():\ndef main(:\n    pass\n*** End\n")
+    assert not validation.check("a.py", PYTHON, broken).ok
+
+
+def test_insert_after_and_delete_keep_the_spacing():
+    edit = ("*** Insert after: def load(self):\n"
+            "    def close(self):\n        pass\n"
+            "*** Delete: class Saver:\n"
+            "*** Insert after: def main():\n"
+            "if __name__ == \"__main__\":\n    main()\n"
+            "*** Delete: import sys\n"
+            "*** End\n")
+    new = changed("a.py", PYTHON, edit)
+    assert new == (PYTHON.replace("import sys\n\n", "")
+                   .replace(".read()\n", ".read()\n\n    def close(self):\n        pass\n")
+                   .replace("class Saver:\n    def __init__(self, path):\n        self.path = path"
+                            "\n\n\n", "")
+                   + '\n\nif __name__ == "__main__":\n    main()\n')
+    assert validation.check("a.py", PYTHON, new).ok
+
+
+def test_javascript_and_markdown_units():
+    js = changed("a.js", JAVASCRIPT, "*** Replace: read() {\nread() {\n  return \"\";\n}\n*** End\n")
+    assert '  read() {\n    return "";\n  }\n}' in js and validation.check("a.js", JAVASCRIPT, js).ok
+    md = changed("a.md", MARKDOWN, "*** Replace: ## Install\n## Install\n\n`pip install it`\n"
+                                   "*** Insert after: Call it.\nOr run it.\n*** End\n")
+    assert md == "# Guide\n\nHow to use it.\n\n## Install\n\n`pip install it`\n\n## Usage\n\n" \
+                 "Call it.\n\nOr run it.\n"
+
+
+@pytest.mark.parametrize("path, text, edit", [
+    ("a.py", PYTHON, "*** Replace: def __init__(self, path): #2\ndef __init__(self):\n    pass\n"
+                     "*** Delete: TIMEOUT = 5\n*** End\n"),
+    ("a.py", PYTHON.replace("\n", "\r\n"), "*** Insert after: def main():\nmain()\n*** End\n"),
+    ("a.txt", TEXT.rstrip("\n"), "*** Replace: Third.\nThird, changed.\n*** End\n"),
+    ("a.txt", TEXT.rstrip("\n"), "*** Delete: First paragraph\n*** End\n"),
+    ("a.txt", TEXT, "*** Delete: First paragraph\n*** Delete: Second paragraph.\n"
+                    "*** Delete: Third.\n*** End\n"),
+])
+def test_same_result_as_its_apply_patch_serialisation(path, text, edit):
+    parsed = block.parse(edit)
+    [direct] = block.apply(MemoryFiles({path: text}), parsed, target=path)
+    patch = block.to_apply_patch(parsed, text, path)
+    [via_patch] = apply_patch.apply(MemoryFiles({path: text}), apply_patch.parse(patch))
+    assert direct.new_text == via_patch.new_text != text
+
+
+@pytest.mark.parametrize("path", sorted(UNITS))
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_every_operation_on_every_unit_matches_its_apply_patch_serialisation(path, final_newline):
+    text = UNITS[path][0] if final_newline else UNITS[path][0].rstrip("\n")
+    for name in block.unit_names(text, path):
+        for op in (block.Op("replace", name, ("changed = 1",)), block.Op("delete", name),
+                   block.Op("insert", name, ("added = 2", "", "added = 3"))):
+            edit = block.Edit((op,))
+            direct = block.apply_text(text, edit, path)
+            patch = apply_patch.parse(block.to_apply_patch(edit, text, path))
+            [via_patch] = apply_patch.apply(MemoryFiles({path: text}), patch)
+            assert via_patch.new_text == direct, (path, op)
+
+
+def test_parse_render_round_trip():
+    text = ("*** Replace: def f(x):\n\ndef f(x):\n\n    return x\n\n"
+            "*** Insert after: def f(x):\ndef g():\n    pass\n"
+            "*** Delete: import os\n*** End")
+    edit = block.parse(text)
+    assert edit.ops == (block.Op("replace", "def f(x):", ("def f(x):", "", "    return x")),
+                        block.Op("insert", "def f(x):", ("def g():", "    pass")),
+                        block.Op("delete", "import os"))
+    assert block.render(edit) == ("*** Replace: def f(x):\ndef f(x):\n\n    return x\n"
+                                  "*** Insert after: def f(x):\ndef g():\n    pass\n"
+                                  "*** Delete: import os\n*** End\n")
+    assert block.parse(block.render(edit)) == edit
+
+
+@pytest.mark.parametrize("text, message, line", [
+    ("def f():\n*** End\n", r"expected '\*\*\* Replace: <unit>'.*found 'def f\(\):'", 1),
+    ("*** Replace: f\nx\n*** Rewrite: g\n*** End\n", r"unknown marker '\*\*\* Rewrite: g'", 3),
+    ("*** Replace: f\n*** Delete: g\n*** End\n", r"no lines for 'f'", 1),
+    ("*** Delete: g\n  x\n*** End\n", r"takes no lines", 2),
+    ("*** Delete: g\n", r"missing '\*\*\* End'", 2),
+    ("*** End\n", r"no operation", 1),
+    ("*** Delete: g\n*** End\nmore\n", r"text after", 3),
+])
+def test_parse_errors_name_the_line(text, message, line):
+    with pytest.raises(ParseError, match=message) as caught:
+        block.parse(text)
+    assert caught.value.line == line
+
+
+def test_unknown_unit_and_overlaps_are_named():
+    files = MemoryFiles({"a.py": PYTHON})
+    with pytest.raises(ApplyError, match=r"no unit 'def lod\(self\):' in the file.*did you mean "
+                                         r"'def load\(self\):'") as caught:
+        block.apply(files, block.parse("*** Delete: TIMEOUT = 5\n*** Delete: def lod(self):\n"
+                                       "*** End\n"), target="a.py")
+    assert (caught.value.file, caught.value.hunk) == ("a.py", 2)
+    with pytest.raises(ApplyError, match=r"operations 1 \('class Loader:'\) and 2 "
+                                         r"\('def load\(self\):'\) overlap"):
+        block.apply(files, block.parse("*** Replace: class Loader:\nclass Loader:\n    pass\n"
+                                       "*** Delete: def load(self):\n*** End\n"), target="a.py")
+    with pytest.raises(ApplyError, match="give the target file"):
+        block.apply(files, block.parse("*** Delete: TIMEOUT = 5\n*** End\n"))
+    with pytest.raises(ApplyError, match="changes nothing"):
+        block.to_apply_patch(block.parse("*** Replace: TIMEOUT = 5\nTIMEOUT = 5\n*** End\n"),
+                             PYTHON, "a.py")
+
+
+def test_detect_tells_block_edits_from_the_other_formats():
+    assert formats.detect("\n*** Replace: def f():\ndef f():\n    pass\n*** End\n") == "block"
+    assert formats.detect("*** Delete: x = 1\n*** End\n") == "block"
+    assert formats.detect("*** Begin Patch\n*** Delete File: a\n*** End Patch\n") == "apply_patch"
+    assert formats.detect("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n") == "udiff"
+    assert not block.looks_like("*** Begin Patch\n*** Update File: a\n")
+
+
+def test_prompt_shows_the_file_and_an_answer_in_the_format():
+    chat = prompting.messages("block", path="a.py", text=PYTHON, instruction="Drop TIMEOUT.",
+                              language="python")
+    assert chat[-1]["content"].endswith("Instruction: Drop TIMEOUT.")
+    assert PYTHON.rstrip("\n") in chat[-1]["content"]
+    example = chat[1]["content"].split("```\n")[1]
+    answer = changed("greet.py", example, chat[2]["content"])  # the example answer applies
+    assert "def welcome(name):" in answer and "    welcome(sys.argv[1])" in answer
+
+
+def test_cli_applies_a_block_edit_to_the_named_file(tmp_path):
+    (tmp_path / "a.py").write_text(PYTHON)
+    edit = tmp_path / "edit.txt"
+    edit.write_text("*** Replace: TIMEOUT = 5\nTIMEOUT = 10\n*** End\n")
+    result = CliRunner().invoke(app, ["apply", str(edit), "--format", "block", "--file", "a.py",
+                                      "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.py").read_text() == PYTHON.replace("TIMEOUT = 5", "TIMEOUT = 10")
+    edit.write_text("*** Delete: TIMEOUT = 5\n*** End\n")
+    result = CliRunner().invoke(app, ["apply", str(edit), "--file", "a.py", "--root", str(tmp_path)])
+    assert result.exit_code == 1 and "no unit 'TIMEOUT = 5'" in result.output
