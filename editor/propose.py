@@ -26,7 +26,7 @@ from .request import build_request, mtp_drafter
 if TYPE_CHECKING:
     from decoding.generate import Stats
 
-FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
+FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "whole")
 # `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
 # Otherwise a short file is rewritten whole and a longer one patched: on EditEval the default 0.5B model
 # rewrote short files correctly far more often than it patched them (docs/BENCHMARKS.md), copy drafting

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import grammars
-from bench.bench_grammar import stdlib_tokenizer
+from bench.grammar import stdlib_tokenizer
 from decoding.constraint import GrammarConstraint, tokenizer_for
 from editor import formats, prompting, validation
 from editor.cli import app

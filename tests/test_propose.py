@@ -71,6 +71,25 @@ def test_taught_model_makes_the_edit_with_and_without_speculation(taught):
     assert fast.stats["model_calls"] < plain.stats["model_calls"]
 
 
+BLOCK_EDIT = """*** Replace: def area(radius):
+def circle_area(radius):
+    return math.pi * radius * radius
+*** Replace: print(area(2.0))
+print(circle_area(2.0))
+*** End"""
+
+
+def test_taught_model_writes_a_block_edit_under_the_files_units_grammar():
+    tokenizer = chat_tokenizer(SOURCE + BLOCK_EDIT)
+    model = chat_model(tokenizer)
+    chat = prompting.messages("block", path="shapes.py", text=SOURCE, instruction=INSTRUCTION, language="python")
+    teach(model, tokenizer, chat, BLOCK_EDIT)
+    result = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=120).edit(
+        SOURCE, INSTRUCTION, format="block", path="shapes.py")
+    assert result.ok and result.new_text == EXPECTED, result.diagnostics
+    assert result.stats["accepted_per_drafter"].get("copy", 0) > 0  # the unit's body is copied from the file
+
+
 def test_injected_failure_is_fed_back_and_retried(taught):
     model, tokenizer = taught
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=1)
