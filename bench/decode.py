@@ -48,7 +48,8 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
                                         mtp=mtp if config == "mtp+copy" else None)
                 drafters = {"plain": [], "copy": request.drafters, "mtp+copy": request.drafters}.get(config, [mtp])
                 generator = Generator(model, tokenizer, max_draft=fixed_k or 8, adaptive=fixed_k is None)
-                generator.generate(request.prompt_ids, None, max_new_tokens=1)  # prefill outside the timing
+                # Prefill outside the timing, with the drafters: an MTP drafter keeps the prompt's hidden states.
+                generator.generate(request.prompt_ids, None, max_new_tokens=1, drafters=drafters)
                 result = generator.generate(request.prompt_ids, request.constraint, max_new_tokens=max_new_tokens,
                                             drafters=drafters)
                 total.merge(result.stats)
