@@ -39,12 +39,13 @@ class ApplyResult:
 
 def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = None, root: str = ".",
                targets: Iterable[str] = (), partial: bool = False, allow_syntax_errors: bool = False,
-               language: str | None = None, dry_run: bool = False) -> ApplyResult:
+               language: str | None = None, dry_run: bool = False, force: bool = False) -> ApplyResult:
     """Apply `edit_text` to `files` (default: a Workspace at `root`). Never raises for a bad edit.
 
     `targets` names the files a rule runs over (globs allowed), or the one file an OT edit, a
     single-file unified diff or a bare apply_patch body applies to. `partial`: when a hunk fails,
-    still commit the changes before it (codex's behaviour) and report the failure.
+    still commit the changes before it (codex's behaviour) and report the failure. `force`:
+    rewrite read-only files too.
     ValueError (a caller's mistake, not the edit's): unknown format or language, several targets
     for a format that takes one.
     """
@@ -82,7 +83,7 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
 
     if not dry_run and result.changes:
         try:
-            files.commit(result.changes)
+            files.commit(result.changes, force=force)
         except EditError as exc:
             return _fail(result, result.errors + [exc])
         result.written = True

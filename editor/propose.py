@@ -22,7 +22,7 @@ import grammars
 
 from . import formats, prompting, validation
 from .errors import EditError, ParseError
-from .files import Document, FileChange, MemoryFiles, decode, unified_diff
+from .files import Document, FileChange, MemoryFiles, decode, read_regular, unified_diff
 
 FORMATS = ("apply_patch", "udiff", "ot", "rule", "whole")
 # `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
@@ -193,7 +193,7 @@ class Editor:
     def _read(path_or_text, path: str | None) -> tuple[str, str]:
         if isinstance(path_or_text, os.PathLike) or (path is None and os.path.isfile(str(path_or_text))):
             file = Path(path_or_text)
-            doc = decode(file.read_bytes(), str(path_or_text))
+            doc = decode(read_regular(file, str(path_or_text))[0], str(path_or_text))
             return (path or file.name), doc.text
         return (path or "input.txt"), str(path_or_text)
 
