@@ -354,6 +354,14 @@ def test_crlf_file_stays_crlf():
     assert run({"w.txt": "one\r\ntwo\r\nend\r\n"}, text)["w.txt"] == "one\r\nTWO\r\nthree\r\nend\r\n"
 
 
+def test_lines_left_alone_keep_their_own_endings_in_a_mixed_file():
+    mixed = "one\r\ntwo\nthree\nfour\r\nfive\n"
+    text = patch("*** Update File: m.txt", "@@", " two", "-three", "+THREE", "+3", " four")
+    assert run({"m.txt": mixed}, text)["m.txt"] == "one\r\ntwo\nTHREE\n3\nfour\r\nfive\n"
+    text = patch("*** Update File: m.txt", "@@", "-one", "+ONE", " two")
+    assert run({"m.txt": mixed}, text)["m.txt"] == "ONE\r\ntwo\nthree\nfour\r\nfive\n"
+
+
 def test_bom_stays():
     files = MemoryFiles({"b.txt": "\ufefffirst\nsecond\n"})
     changes = ap.apply(files, ap.parse(patch("*** Update File: b.txt", "@@", " first", "-second", "+2")))
