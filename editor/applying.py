@@ -42,12 +42,13 @@ class ApplyResult:
 
 def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = None, root: str = ".",
                targets: Iterable[str] = (), partial: bool = False, allow_syntax_errors: bool = False,
-               language: str | None = None, dry_run: bool = False) -> ApplyResult:
+               language: str | None = None, dry_run: bool = False, force: bool = False) -> ApplyResult:
     """Apply `edit_text` to `files` (default: a Workspace at `root`). Never raises for a bad edit.
 
     `targets` names the files a rule runs over (globs allowed), or the one file an OT edit, a
     single-file unified diff or a bare apply_patch body applies to. `partial`: when a hunk fails,
-    still commit the changes before it (codex's behaviour) and report the failure.
+    still commit the changes before it (codex's behaviour) and report the failure. `force`:
+    rewrite read-only files too.
     ValueError (a caller's mistake, not the edit's): unknown format or language, several targets
     for a format that takes one.
     """
@@ -79,7 +80,7 @@ def apply_edit(edit_text: str, *, format: str = "auto", files: Files | None = No
         return _fail(result, result.errors + new_errors)
 
     if not dry_run and result.changes:
-        write_errors = write(files, result.changes)
+        write_errors = write(files, result.changes, force=force)
         if write_errors:
             return _fail(result, result.errors + write_errors)
         result.written = True
@@ -98,22 +99,22 @@ def syntax_errors(changes: Iterable[FileChange], language: str | None = None
     return reports, errors
 
 
-def write(files: Files, changes: list[FileChange]) -> list[EditError]:
-    """Write `changes` all or none; the error when nothing could be written."""
+def write(files: Files, changes: list[FileChange], *, force: bool = False) -> list[EditError]:
+    """Write `changes` all or none (`force`: read-only files too); the error when nothing could be written."""
     try:
-        files.commit(changes)
+        files.commit(changes, force=force)
     except EditError as exc:
         return [exc]
     return []
 
 
 def commit(files: Files, changes: list[FileChange], *, language: str | None = None,
-           allow_syntax_errors: bool = False) -> list[EditError]:
+           allow_syntax_errors: bool = False, force: bool = False) -> list[EditError]:
     """Validate `changes`, then write them all or none: the errors (then nothing was written)."""
     errors = [] if allow_syntax_errors else syntax_errors(changes, language)[1]
     if errors or not changes:
         return errors
-    return write(files, changes)
+    return write(files, changes, force=force)
 
 
 def _fail(result: ApplyResult, errors: list[EditError]) -> ApplyResult:

@@ -65,4 +65,5 @@ class UnsafePathError(EditError):
 
 
 class UnreadableFileError(EditError):
-    """A binary file (NUL bytes) or one that is not valid UTF-8."""
+    """A binary file (NUL bytes), one that is not valid UTF-8, not a regular file (a FIFO, a
+    device, a folder), or over the size limit."""

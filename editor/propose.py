@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .errors import EditError, ParseError
-from .files import Document, FileChange, MemoryFiles, decode, unified_diff
+from .files import Document, FileChange, MemoryFiles, decode, read_regular, unified_diff
 from .request import build_request, mtp_drafter
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class Editor:
     def _read(path_or_text, path: str | None) -> tuple[str, str]:
         if isinstance(path_or_text, os.PathLike) or (path is None and os.path.isfile(str(path_or_text))):
             file = Path(path_or_text)
-            doc = decode(file.read_bytes(), str(path_or_text))
+            doc = decode(read_regular(file, str(path_or_text))[0], str(path_or_text))
             return (path or file.name), doc.text
         return (path or "input.txt"), str(path_or_text)
 

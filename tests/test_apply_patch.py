@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from editor.errors import ApplyError, ParseError, UnsafePathError
+from editor.errors import ApplyError, ParseError, UnreadableFileError, UnsafePathError
 from editor.files import MemoryFiles, Workspace
 from editor.formats import apply_patch as ap
 from editor.formats.apply_patch import AddFile, Chunk, DeleteFile, Patch, UpdateFile
@@ -354,6 +354,14 @@ def test_crlf_file_stays_crlf():
     assert run({"w.txt": "one\r\ntwo\r\nend\r\n"}, text)["w.txt"] == "one\r\nTWO\r\nthree\r\nend\r\n"
 
 
+def test_lines_left_alone_keep_their_own_endings_in_a_mixed_file():
+    mixed = "one\r\ntwo\nthree\nfour\r\nfive\n"
+    text = patch("*** Update File: m.txt", "@@", " two", "-three", "+THREE", "+3", " four")
+    assert run({"m.txt": mixed}, text)["m.txt"] == "one\r\ntwo\nTHREE\n3\nfour\r\nfive\n"
+    text = patch("*** Update File: m.txt", "@@", "-one", "+ONE", " two")
+    assert run({"m.txt": mixed}, text)["m.txt"] == "ONE\r\ntwo\nthree\nfour\r\nfive\n"
+
+
 def test_bom_stays():
     files = MemoryFiles({"b.txt": "\ufefffirst\nsecond\n"})
     changes = ap.apply(files, ap.parse(patch("*** Update File: b.txt", "@@", " first", "-second", "+2")))
@@ -390,7 +398,7 @@ def test_file_mode_is_kept_through_workspace(tmp_path):
 def test_deleting_a_folder_is_refused(tmp_path):
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "f").write_text("x\n")
-    with pytest.raises(ApplyError, match="cannot delete"):
+    with pytest.raises(UnreadableFileError, match="dir: is a directory"):
         ap.apply(Workspace(tmp_path), ap.parse(patch("*** Delete File: dir")))
 
 
@@ -415,7 +423,8 @@ def test_codex_scenarios(scenario: Path, tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
     if (scenario / "input").is_dir():
-        shutil.copytree(scenario / "input", work, dirs_exist_ok=True)
+        # the shared corpus is read-only; its files are edited here as ordinary writable ones
+        shutil.copytree(scenario / "input", work, dirs_exist_ok=True, copy_function=shutil.copyfile)
     workspace = Workspace(work)
     try:
         edit = ap.parse((scenario / "patch.txt").read_text(encoding="utf-8"))
@@ -561,9 +570,10 @@ def edited_files(draw, final_newline: bool = True):
         at = rng.randrange(len(new) + 1)
         kind = rng.choice(["insert", "delete", "replace"])
         count = rng.randint(1, 4)
-        # Lines copied from elsewhere in the file make hunks ambiguous, which the diff must avoid.
+        # Lines copied from elsewhere in the file make hunks ambiguous, which the diff must avoid;
+        # NUL is left out because new text holding one is refused.
         fresh = [rng.choice(lines) if rng.random() < 0.5 else draw(st.text(
-            st.characters(exclude_characters="\n\r"), max_size=20)) for _ in range(count)]
+            st.characters(exclude_characters="\n\r\0"), max_size=20)) for _ in range(count)]
         if kind == "insert":
             new[at:at] = fresh
         elif kind == "delete":

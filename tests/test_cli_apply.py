@@ -8,7 +8,9 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+import editor
 from editor.cli import app
+from editor.errors import UnreadableFileError
 
 APP_PY = '''import logging
 
@@ -404,3 +406,61 @@ def test_bench_apply_runs_and_writes_json(tmp_path):
     assert data["file_lines"] == 5000 and data["apply_validate_ms"] > 0
     assert set(data["parse"]) == {"apply_patch", "udiff", "ot", "rule"}
     assert all(row["mb_per_s"] > 0 for row in data["parse"].values())
+
+
+def test_validate_refuses_a_fifo_without_waiting_for_a_writer(repo):
+    import threading
+
+    os.mkfifo(repo / "pipe.py")
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(run("validate", str(repo / "pipe.py"))),
+                              daemon=True)
+    thread.start()
+    thread.join(5)
+    assert outcome, "edit validate hung on a FIFO"
+    assert outcome[0].exit_code == 1 and "is a FIFO" in outcome[0].stderr
+    with pytest.raises(UnreadableFileError, match="is a FIFO"):
+        editor.validate([repo / "pipe.py"])
+
+
+def test_read_only_files_need_force(repo, tmp_path):
+    edit = tmp_path / "edit.patch"
+    edit.write_text("*** Begin Patch\n*** Update File: notes.txt\n@@\n-one\n+uno\n*** End Patch\n")
+    (repo / "notes.txt").chmod(0o444)
+    result = run("apply", str(edit), "--root", str(repo))
+    assert result.exit_code == 1 and "notes.txt: is read-only (mode 0444)" in result.stderr
+    assert (repo / "notes.txt").read_text() == "one\ntwo\n"
+    assert run("apply", str(edit), "--root", str(repo), "--force").exit_code == 0
+    assert (repo / "notes.txt").read_text() == "uno\ntwo\n"
+
+
+def test_recover_rolls_back_an_interrupted_commit_and_removes_stray_temp_files(repo, monkeypatch):
+    from editor import files as files_module
+    from editor.files import FileChange, Workspace
+
+    ws = Workspace(repo)
+    changes = [FileChange("notes.txt", ws.read("notes.txt"), "1\n"),
+               FileChange("config.json", ws.read("config.json"), "{}\n")]
+    real_replace, calls = os.replace, []
+
+    def killed(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:  # the journal, notes.txt, then config.json
+            raise SystemExit
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(files_module, "_restore", lambda entry: None)  # as if the process died
+    monkeypatch.setattr(files_module, "_remove_journal", lambda journal: journal[0].close())
+    with pytest.raises(SystemExit):
+        ws.commit(changes)
+    monkeypatch.undo()
+    (repo / "src" / ".app.py.1234.edit-tmp").write_text("left by an older version\n")
+    before = (repo / "notes.txt").read_text()
+    result = run("recover", "--root", str(repo))
+    assert before == "1\n" and result.exit_code == 0
+    assert "notes.txt: restored" in result.stdout and "src/.app.py.1234.edit-tmp" in result.stdout
+    assert (repo / "notes.txt").read_text() == "one\ntwo\n"
+    assert sorted(os.listdir(repo)) == ["config.json", "notes.txt", "src"]
+    assert sorted(os.listdir(repo / "src")) == ["app.py", "util.py"]
+    assert run("recover", "--root", str(repo)).stdout == "nothing to recover\n"

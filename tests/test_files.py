@@ -136,7 +136,8 @@ def test_commit_writes_through_a_synced_temp_file_then_renames(repo, monkeypatch
     ws = Workspace(repo)
     ws.commit([modify(ws, "pkg/b.py", "x = 2\n")])
     assert (repo / "pkg" / "b.py").read_bytes() == b"x = 2\n"
-    [(src, dst)] = replaced
+    journal, (src, dst) = replaced  # the journal is in place before the file is replaced
+    assert journal[1].endswith(".journal") and not os.path.exists(journal[1])
     assert dst == str(repo / "pkg" / "b.py")
     assert os.path.dirname(src) == os.path.dirname(dst) and src.endswith(".edit-tmp")
     assert len(synced) >= 2  # the temp file, then its folder
@@ -329,7 +330,7 @@ def test_missing_file_and_folder_are_reported(repo):
     ws = Workspace(repo)
     with pytest.raises(ApplyError, match="file not found"):
         ws.read("nope.txt")
-    with pytest.raises(ApplyError, match="not a regular file"):
+    with pytest.raises(UnreadableFileError, match="is a directory"):
         ws.read("pkg")
 
 
@@ -352,3 +353,311 @@ def test_dry_run_writes_nothing(repo, monkeypatch):
     assert result.ok and not result.written
     assert sorted(c.status for c in result.changes) == ["added", "deleted", "modified"]
     assert snapshot(repo) == before
+
+
+# --- concurrent writers -------------------------------------------------------------------------
+
+def _racer(worker, root, rounds, barrier, results):
+    """Worker 0 edits sub/f{i}.txt under `root`, worker 1 the same files under root/sub."""
+    for i in range(rounds):
+        line = worker if i % 2 == 0 else 0  # even rounds: different lines; odd: the same line
+        path = f"sub/f{i}.txt" if worker == 0 else f"f{i}.txt"
+        patch = (f"*** Begin Patch\n*** Update File: {path}\n@@\n-line {line}\n"
+                 f"+line {line} by {worker}\n*** End Patch\n")
+        barrier.wait()
+        result = apply_edit(patch, format="apply_patch",
+                            root=str(root if worker == 0 else root / "sub"))
+        results.put((i, worker, line, result.ok, [str(e) for e in result.errors]))
+
+
+def test_concurrent_writers_never_lose_an_update(tmp_path):
+    import multiprocessing
+
+    rounds = 100
+    root = tmp_path / "repo"
+    (root / "sub").mkdir(parents=True)
+    for i in range(rounds):
+        (root / "sub" / f"f{i}.txt").write_text("".join(f"line {n}\n" for n in range(6)))
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_racer, args=(w, root, rounds, barrier, results)) for w in (0, 1)]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=60) for _ in range(2 * rounds)]
+    for w in workers:
+        w.join(timeout=10)
+    refused = 0
+    for i, worker, line, ok, errors in outcomes:
+        text = (root / "sub" / f"f{i}.txt").read_text()
+        if ok:
+            assert f"line {line} by {worker}\n" in text, (i, worker, text)
+        else:
+            refused += 1
+            assert any("changed since read" in e or "not found" in e for e in errors), errors
+        assert temp_files(root) == []
+    assert refused  # the two raced: some edits were computed from bytes that changed under them
+
+
+# --- signals and kills --------------------------------------------------------------------------
+
+CHILD = """
+import sys
+from editor.files import FileChange, Workspace
+root, names = sys.argv[1], [f"d{k % 4}/f{k}.txt" for k in range(32)]
+print("ready", flush=True)
+while True:
+    ws = Workspace(root)
+    docs = {name: ws.read(name) for name in names}
+    tag = "B" if docs[names[0]].text.startswith("A") else "A"
+    changes = [FileChange(name, doc, f"{tag} {name}\\n") for name, doc in docs.items()]
+    if tag == "B":  # B also deletes extra.txt and creates new/x.txt; A does the reverse
+        changes += [FileChange("extra.txt", ws.read("extra.txt"), None), FileChange("new/x.txt", None, "B\\n")]
+    else:
+        changes += [FileChange("extra.txt", None, "A\\n"), FileChange("new/x.txt", ws.read("new/x.txt"), None)]
+    ws.commit(changes)
+"""
+
+
+def _consistent(root):
+    """All 32 files from one commit, extra.txt and new/x.txt to match; no temp files, no journal."""
+    tags = {(root / f"d{k % 4}/f{k}.txt").read_text()[0] for k in range(32)}
+    assert len(tags) == 1, tags
+    tag = tags.pop()
+    assert (root / "extra.txt").exists() == (tag == "A")
+    assert (root / "new" / "x.txt").exists() == (tag == "B")
+    leftovers = [p for p in snapshot(root) if p.endswith((".edit-tmp", ".journal", ".journal.new"))]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_commit_cut_short_by_a_signal_is_all_or_nothing(tmp_path, sig):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "repo"
+    for k in range(32):
+        (root / f"d{k % 4}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{k % 4}/f{k}.txt").write_text(f"A d{k % 4}/f{k}.txt\n")
+    (root / "extra.txt").write_text("A\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(files_module.__file__)))
+    rng = random.Random(sig)
+    for _ in range(10):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, env=env)
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.05, 0.4))
+        child.send_signal(getattr(signal, sig))
+        assert child.wait(timeout=10) != 0
+        if sig == "SIGKILL":
+            files_module.recover(root)
+        _consistent(root)  # SIGINT and SIGTERM waited for the commit: nothing to recover
+
+
+def test_a_commit_off_the_main_thread_rolls_back_on_failure(repo, monkeypatch):
+    import threading
+
+    before = snapshot(repo)
+    ws = Workspace(repo)
+    changes = [modify(ws, "a.txt", "1\n"), modify(ws, "c.txt", "3\n")]
+    real_replace, calls, raised = os.replace, [], []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:  # the journal, a.txt, then c.txt
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    def commit():
+        try:
+            ws.commit(changes)
+        except KeyboardInterrupt:
+            raised.append(True)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    thread = threading.Thread(target=commit)
+    thread.start()
+    thread.join()
+    assert raised and snapshot(repo) == before
+
+
+def test_the_next_read_rolls_back_a_killed_commit_and_leaves_later_writes_alone(repo, monkeypatch):
+    """A commit killed after its first rename: its journal stays behind."""
+    ws = Workspace(repo)
+    changes = [modify(ws, "a.txt", "A2\n"), modify(ws, "c.txt", "C2\n"), FileChange("n/new.txt", None, "N\n")]
+    real_replace, calls = os.replace, []
+
+    class Killed(BaseException):
+        pass
+
+    def killed(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(files_module, "_restore", lambda entry: None)  # a dead process undoes nothing
+    monkeypatch.setattr(files_module, "_remove_journal", lambda journal: journal[0].close())
+    monkeypatch.setattr(files_module, "_remove_dirs", lambda folders: None)
+    with pytest.raises(Killed):
+        ws.commit(changes)
+    monkeypatch.undo()
+    assert (repo / "a.txt").read_bytes() == b"A2\n"
+    assert [p for p in os.listdir(repo) if p.endswith(".journal")]
+    (repo / "pkg" / "b.py").write_bytes(b"x = 5\n")  # not in the commit: left alone
+    assert Workspace(repo).read("c.txt").text == "gamma\n"
+    assert (repo / "a.txt").read_bytes() == b"alpha\n"
+    assert (repo / "pkg" / "b.py").read_bytes() == b"x = 5\n"
+    assert not (repo / "n").exists() and temp_files(repo) == []
+    assert [p for p in os.listdir(repo) if "journal" in p] == []
+
+
+def test_recovery_leaves_a_file_changed_after_the_crash(repo, monkeypatch):
+    ws = Workspace(repo)
+    real_replace, calls = os.replace, []
+
+    def killed(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise SystemExit
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(files_module, "_restore", lambda entry: None)
+    monkeypatch.setattr(files_module, "_remove_journal", lambda journal: journal[0].close())
+    with pytest.raises(SystemExit):
+        ws.commit([modify(ws, "a.txt", "A2\n"), modify(ws, "c.txt", "C2\n")])
+    monkeypatch.undo()
+    (repo / "a.txt").write_bytes(b"the user's own change\n")
+    assert files_module.recover(repo) == []
+    assert (repo / "a.txt").read_bytes() == b"the user's own change\n"
+
+
+# --- what is read: regular files, capped --------------------------------------------------------
+
+def within_a_second(fn):
+    """fn's exception, failing the test if fn takes over a second (it would hang forever)."""
+    import threading
+
+    caught = []
+
+    def run():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            caught.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(1)
+    assert not thread.is_alive(), "hung"
+    assert caught, "not refused"
+    return caught[0]
+
+
+def test_a_fifo_is_refused_by_type_not_read(repo):
+    os.mkfifo(repo / "pipe")
+    ws = Workspace(repo)
+    error = within_a_second(lambda: ws.read("pipe"))
+    assert isinstance(error, UnreadableFileError) and "is a FIFO" in error.message
+    assert error.file == "pipe"
+    for patch in ("*** Begin Patch\n*** Add File: pipe\n+x\n*** End Patch\n",
+                  "*** Begin Patch\n*** Update File: a.txt\n*** Move to: pipe\n@@\n-alpha\n+beta\n"
+                  "*** End Patch\n"):
+        def apply():
+            result = apply_edit(patch, format="apply_patch", root=str(repo))
+            raise result.errors[0]
+        assert "is a FIFO" in within_a_second(apply).message
+    assert stat.S_ISFIFO(os.lstat(repo / "pipe").st_mode)
+    assert (repo / "a.txt").read_bytes() == b"alpha\n"
+
+
+def test_a_fifo_created_after_the_read_is_refused_at_commit(repo):
+    ws = Workspace(repo)
+    change = FileChange("late", None, "x\n")
+    os.mkfifo(repo / "late")
+    error = within_a_second(lambda: ws.commit([change]))
+    assert "is a FIFO" in error.message and error.file == "late"
+
+
+def test_devices_and_folders_are_refused_by_type():
+    error = within_a_second(lambda: files_module.read_regular("/dev/zero", "zero"))
+    assert isinstance(error, UnreadableFileError) and "is a device" in error.message
+
+
+def test_a_file_over_the_cap_is_refused_naming_file_and_cap(repo, monkeypatch):
+    monkeypatch.setattr(files_module, "MAX_FILE_BYTES", 8)
+    (repo / "big.txt").write_bytes(b"123456789\n")
+    with pytest.raises(UnreadableFileError) as info:
+        Workspace(repo).read("big.txt")
+    assert info.value.file == "big.txt" and "over the 8-byte limit" in info.value.message
+    ws = Workspace(repo)
+    with pytest.raises(EditError, match="over the 8-byte limit"):
+        ws.commit([modify(ws, "a.txt", "much too long\n")])
+    assert (repo / "a.txt").read_bytes() == b"alpha\n"
+
+
+# --- what is written ----------------------------------------------------------------------------
+
+def test_a_file_changed_since_read_is_refused_and_kept(repo):
+    ws = Workspace(repo)
+    change = modify(ws, "a.txt", "mine\n")
+    (repo / "a.txt").write_bytes(b"theirs\n")
+    with pytest.raises(EditError, match="changed since read") as info:
+        ws.commit([modify(ws, "c.txt", "C\n"), change])
+    assert info.value.file == "a.txt"
+    assert (repo / "a.txt").read_bytes() == b"theirs\n" and (repo / "c.txt").read_bytes() == b"gamma\n"
+    (repo / "made.txt").write_bytes(b"someone else's\n")
+    with pytest.raises(EditError, match="changed since read"):
+        ws.commit([FileChange("made.txt", None, "mine\n")])
+    assert (repo / "made.txt").read_bytes() == b"someone else's\n"
+
+
+@pytest.mark.parametrize("op", ["delete", "move"])
+def test_deleting_or_moving_a_symlink_is_refused_and_its_target_kept(repo, op):
+    (repo / "alias.txt").symlink_to("a.txt")
+    body = "*** Delete File: alias.txt\n" if op == "delete" else \
+        "*** Update File: alias.txt\n*** Move to: moved.txt\n@@\n-alpha\n+beta\n"
+    before = snapshot(repo)
+    result = apply_edit(f"*** Begin Patch\n{body}*** End Patch\n", format="apply_patch", root=str(repo))
+    assert not result.ok and "symbolic link" in result.errors[0].message
+    assert snapshot(repo) == before
+
+
+def test_a_name_near_the_length_limit_can_be_edited(repo):
+    name = "n" * 250 + ".txt"
+    (repo / name).write_bytes(b"old\n")
+    ws = Workspace(repo)
+    ws.commit([modify(ws, name, "new\n")])
+    assert (repo / name).read_bytes() == b"new\n"
+
+
+@pytest.mark.parametrize("name", ["a\nb.txt", "a\rb.txt", "a\0b.txt"])
+def test_control_characters_in_file_names_are_refused(name):
+    with pytest.raises(UnsafePathError, match="newlines"):
+        normalize(name)
+
+
+def test_a_nul_in_new_text_is_refused_naming_the_file(repo):
+    ws = Workspace(repo)
+    with pytest.raises(EditError, match="NUL") as info:
+        ws.commit([modify(ws, "a.txt", "al\0pha\n")])
+    assert info.value.file == "a.txt"
+    result = apply_edit('[insert("\\u0000")]', format="ot", root=str(repo), targets=["c.txt"],
+                        dry_run=True)
+    assert not result.ok and "NUL" in result.errors[0].message and result.errors[0].file == "c.txt"
+    assert (repo / "a.txt").read_bytes() == b"alpha\n"
+
+
+def test_a_read_only_file_is_refused_unless_forced(repo):
+    (repo / "a.txt").chmod(0o444)
+    ws = Workspace(repo)
+    with pytest.raises(EditError, match="read-only") as info:
+        ws.commit([modify(ws, "a.txt", "1\n")])
+    assert info.value.file == "a.txt" and (repo / "a.txt").read_bytes() == b"alpha\n"
+    ws.commit([modify(ws, "a.txt", "1\n")], force=True)
+    assert (repo / "a.txt").read_bytes() == b"1\n"
+    assert stat.S_IMODE((repo / "a.txt").stat().st_mode) == 0o444

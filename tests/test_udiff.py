@@ -40,8 +40,9 @@ def applied(texts: dict[str, str], diff_text: str, **kwargs) -> dict[str, str]:
 @pytest.mark.parametrize("stem", sorted(p.name[:-len(".patch")] for p in PYTHON_PATCH.glob("*.patch")))
 def test_python_patch_file_cases(stem, tmp_path):
     # As python-patch's own runner does: the patch names NN.from as its old file and NN.to as its
-    # new one; like GNU patch we patch the old file in place, then compare it with NN.to.
-    shutil.copy(PYTHON_PATCH / f"{stem}.from", tmp_path)
+    # new one; like GNU patch we patch the old file in place, then compare it with NN.to. The
+    # shared corpus is read-only: copy the bytes, not the mode.
+    shutil.copyfile(PYTHON_PATCH / f"{stem}.from", tmp_path / f"{stem}.from")
     workspace = Workspace(tmp_path)
     workspace.commit(udiff.apply(workspace, udiff.parse(read(PYTHON_PATCH / f"{stem}.patch"))))
     assert (tmp_path / f"{stem}.from").read_bytes() == (PYTHON_PATCH / f"{stem}.to").read_bytes()
@@ -52,7 +53,8 @@ def test_python_patch_file_cases(stem, tmp_path):
 def test_python_patch_tree_cases(case, tmp_path):
     source = PYTHON_PATCH / case
     root = tmp_path / "tree"
-    shutil.copytree(source, root, ignore=shutil.ignore_patterns("[[]result]", "*.patch"))
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("[[]result]", "*.patch"),
+                    copy_function=shutil.copyfile)  # the corpus is read-only; its copy need not be
     workspace = Workspace(root)
     changes = udiff.apply(workspace, udiff.parse(read(source / f"{case}.patch")))
     workspace.commit(changes)

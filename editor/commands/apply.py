@@ -23,7 +23,7 @@ from rich.text import Text
 from .. import validation
 from ..applying import FORMATS, ApplyResult, apply_edit
 from ..errors import EditError
-from ..files import decode
+from ..files import MAX_FILE_BYTES, decode, read_regular
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
@@ -51,6 +51,7 @@ def apply_command(
                                              help="Apply even if the edit introduces syntax errors."),
     language: str | None = typer.Option(None, "--language", help="Validate as this language "
                                                                   "(default: from extension or shebang)."),
+    force: bool = typer.Option(False, "--force", help="Rewrite read-only files too."),
 ) -> None:
     """Apply an edit (apply_patch, unified diff, OT ops or an ast-grep rule): validate, then write atomically."""
     if not root.is_dir():
@@ -58,7 +59,8 @@ def apply_command(
     text = _read_edit(edit, format.value)
     try:
         result = apply_edit(text, format=format.value, root=str(root), targets=file, partial=partial,
-                            allow_syntax_errors=allow_syntax_errors, language=language, dry_run=dry_run)
+                            allow_syntax_errors=allow_syntax_errors, language=language, dry_run=dry_run,
+                            force=force)
     except ValueError as exc:
         usage_error(str(exc))
     except Exception as exc:  # a bug, not bad input: still no traceback, and nothing was written
@@ -98,7 +100,7 @@ def validate_command(
     unknown: list[str] = []
     for path in paths:
         try:
-            text = decode(path.read_bytes(), str(path)).text
+            text = decode(read_regular(path, str(path))[0], str(path)).text
         except EditError as exc:
             typer.echo(f"{exc}", err=True)
             failed = True
@@ -124,7 +126,12 @@ def _read_edit(edit: str, format: str) -> str:
     path = Path(edit)
     if edit == "-" or path.is_file():
         try:
-            data = sys.stdin.buffer.read() if edit == "-" else path.read_bytes()
+            if edit == "-":
+                data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            else:
+                data = read_regular(path, edit)[0]
+            if len(data) > MAX_FILE_BYTES:
+                usage_error(f"cannot read EDIT: stdin holds over {MAX_FILE_BYTES} bytes")
             return decode(data, "<stdin>" if edit == "-" else edit).text
         except EditError as exc:
             usage_error(f"cannot read EDIT: {exc}")

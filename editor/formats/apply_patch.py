@@ -405,20 +405,42 @@ def split_lines(text: str) -> tuple[list[str], bool]:
 
 
 def update_text(text: str, chunks: tuple[Chunk, ...], path: str) -> str:
-    """`text` with the hunks applied, in the file's own line ending."""
+    """`text` with the hunks applied. Lines the hunks leave alone keep their bytes, line ending
+    included (in a mixed file too); a new line ends like the line before it."""
     newline = newline_of(text)
-    lines, ends_with_newline = split_lines(text)
-    replacements = compute_replacements(lines, chunks, path)
+    pieces = text.split("\n")
+    last = pieces.pop()
+    lines = [(p[:-1], "\r\n") if p.endswith("\r") else (p, "\n") for p in pieces]
+    if last:
+        lines.append((last, ""))
+    replacements = compute_replacements([content for content, _ in lines], chunks, path)
     reaches_end = any(start + old_len >= len(lines) for start, old_len, _ in replacements)
-    new_lines = list(lines)
     for start, old_len, new in reversed(replacements):  # back to front: indices stay valid
-        new_lines[start:start + old_len] = new
-    if not new_lines:
+        before = lines[start - 1][1] if start else ""
+        nearby = before or (lines[start][1] if start < len(lines) else "") or newline
+        lines[start:start + old_len] = _keep_endings(lines[start:start + old_len], new, nearby)
+    if not lines:
         return ""
-    # codex ends every updated file with a newline; we keep a missing one unless a hunk reached
-    # the last line (there codex's behaviour is the only one the format can express).
-    ending = newline if ends_with_newline or reaches_end else ""
-    return newline.join(new_lines) + ending
+    # A line that new lines now follow needs an ending. codex ends every updated file with a
+    # newline; we keep a missing one unless a hunk reached the last line (there codex's
+    # behaviour is the only one the format can express).
+    lines = [(content, ending or newline) for content, ending in lines[:-1]] + [
+        (lines[-1][0], lines[-1][1] or (newline if reaches_end else ""))]
+    return "".join(content + ending for content, ending in lines)
+
+
+def _keep_endings(old: list[tuple[str, str]], new: list[str], nearby: str) -> list[tuple[str, str]]:
+    """The hunk's new lines, each with an ending: a context line keeps the one it had, an added
+    line takes the one of the line before it (`nearby` before the hunk's first line)."""
+    matcher = SequenceMatcher(None, [content for content, _ in old], new, autojunk=False)
+    out: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            out += old[i1:i2]
+        else:
+            ending = (out[-1][1] if out else "") or nearby
+            out += [(line, ending) for line in new[j1:j2]]
+    return out
 
 
 def compute_replacements(lines: list[str], chunks: tuple[Chunk, ...],
