@@ -203,8 +203,8 @@ class MTPDrafter(Drafter):
 
 class CombinedDrafter(Drafter):
     """MTP drafts, replaced by the copy draft when the copy match is at least `copy_min_len` tokens long
-    (a verbatim match predicts more, and further, than a learned head: on EditEval patches 3 gave 4.85
-    tokens per verification against 3.90 with 8). Where the heads draft nothing (their confidence cut),
+    (a verbatim match predicts more, and further, than a learned head; the length was chosen with
+    `edit bench decode`, docs/BENCHMARKS.md). Where the heads draft nothing (their confidence cut),
     a shorter copy match still gets its draft: the copy drafter alone would have proposed it."""
 
     name = "combined"
