@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -391,6 +393,39 @@ def test_expand_targets_over_memory_files_and_disk(repo):
         expand_targets(ws, ["*.rs"])
     with pytest.raises(UnsafePathError):
         expand_targets(ws, ["../*.py"])
+
+
+
+def test_recursive_globs_do_not_follow_folder_symlinks_into_loops(repo):
+    from editor.applying import expand_targets
+    from editor.files import Workspace
+    (repo / "loop").symlink_to(".")
+    (repo / "src" / "up").symlink_to("..")
+    started = time.monotonic()
+    assert expand_targets(Workspace(repo), ["**/*.py", "src/**"]) == ["src/app.py", "src/util.py"]
+    assert time.monotonic() - started < 1
+
+
+def test_recursive_globs_read_names_as_glob_does(repo):
+    from editor.applying import expand_targets
+    from editor.files import Workspace
+    for name in (".hidden/h.py", "src/.cache/c.py", "src/deep/er/d.py", "src/[x].py", "src/b.pyc", "src/.env"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("")
+    for pattern in ("**/*.py", "src/**/*.py", "**", "src/**", "**/[[]x].py", "**/[!a-t]*.py",
+                    "**/?.py?", ".hidden/**/*.py", "src/.*/**", "**/.*", "src/*/**/d.py"):
+        by_glob = sorted({p for p in glob.glob(pattern, root_dir=repo, recursive=True)
+                          if (repo / p).is_file()})
+        assert expand_targets(Workspace(repo), [pattern]) == by_glob, pattern
+
+
+def test_expand_targets_keeps_the_first_of_100000_names_quickly():
+    from editor.applying import expand_targets
+    from editor.files import MemoryFiles
+    names = [f"f{i}.py" for i in range(100_000)]
+    started = time.monotonic()
+    assert expand_targets(MemoryFiles(), names + names[:1000]) == names
+    assert time.monotonic() - started < 10  # checking each name against a list took 90 s
 
 
 # --- edit bench apply -------------------------------------------------------------------------
