@@ -439,3 +439,26 @@ def test_bench_apply_runs_and_writes_json(tmp_path):
     assert data["file_lines"] == 5000 and data["apply_validate_ms"] > 0
     assert set(data["parse"]) == {"apply_patch", "udiff", "ot", "rule"}
     assert all(row["mb_per_s"] > 0 for row in data["parse"].values())
+
+
+# --- huge edits ------------------------------------------------------------------------------------
+
+def test_a_patch_of_10000_hunks_is_applied_and_shown_quickly(repo, tmp_path):
+    from editor.commands.apply import DIFF_LINES
+    (repo / "big.py").write_text("".join(f"x{i} = {i}\n" for i in range(100_000)))
+    hunks = "".join(f"@@\n x{i - 1} = {i - 1}\n-x{i} = {i}\n+x{i} = -{i}\n x{i + 1} = {i + 1}\n"
+                    for i in range(1, 100_000, 10))
+    patch = edit_file(tmp_path, f"*** Begin Patch\n*** Update File: big.py\n{hunks}*** End Patch\n")
+    started = time.monotonic()
+    [shown] = json.loads(run("apply", patch, "--root", str(repo), "--dry-run", "--json").stdout)["files"]
+    result = run("apply", patch, "--root", str(repo))
+    assert time.monotonic() - started < 10  # difflib took minutes over these diffs
+    assert result.exit_code == 0
+    assert (repo / "big.py").read_text().startswith("x0 = 0\nx1 = -1\nx2 = 2\n")
+    diff = shown["diff"].splitlines()
+    assert diff[:3] == ["--- a/big.py", "+++ b/big.py", "@@ -1,5 +1,5 @@"]
+    assert diff.count("@@ -9,7 +9,7 @@") == 1 and sum(line.startswith("@@") for line in diff) == 10_000
+    lines = result.stdout.splitlines()
+    assert lines[:DIFF_LINES] == diff[:DIFF_LINES]
+    assert lines[DIFF_LINES:] == [f"... {len(diff) - DIFF_LINES} more diff lines (1 file changed)",
+                                  "1 file changed: 1 modified; validated: python"]
