@@ -22,6 +22,7 @@ import time
 
 NOTE_BYTES = 4096
 _note_page: mmap.mmap | None = None  # in a child: shared with the parent, which reads it on a timeout
+_children: set[int] = set()  # the children running now, for `stop_all`
 
 
 class TimeLimitError(Exception):
@@ -36,6 +37,15 @@ def note(text: str) -> None:
     if _note_page is not None:
         data = text.encode("utf-8", "replace")[:NOTE_BYTES - 4]
         _note_page[:4 + len(data)] = struct.pack("I", len(data)) + data
+
+
+def stop_all() -> None:
+    """Kill every child running now: each `run` waiting on one raises ChildProcessError at once."""
+    for pid in list(_children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # reaped since the list was taken
+            pass
 
 
 def run(seconds: float, function, *args):
@@ -58,16 +68,19 @@ def run(seconds: float, function, *args):
         finally:
             os._exit(0)  # no atexit handlers, no flushing of buffers the parent owns
     os.close(write_end)
+    _children.add(pid)
+    data = None
     try:
         data = _read_until(read_end, time.monotonic() + seconds)
     finally:
         os.close(read_end)
+        _children.discard(pid)  # before reaping it: until then no other process can take its pid
+        if data is None:  # out of time
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
     if data is None:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
         (length,) = struct.unpack_from("I", page)
         raise TimeLimitError(seconds, page[4:4 + min(length, NOTE_BYTES - 4)].decode("utf-8", "replace"))
-    _, status = os.waitpid(pid, 0)
     if not data:
         cause = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                  else "it returned something that cannot be pickled")
