@@ -452,7 +452,7 @@ def test_a_patch_of_10000_hunks_is_applied_and_shown_quickly(repo, tmp_path):
     started = time.monotonic()
     [shown] = json.loads(run("apply", patch, "--root", str(repo), "--dry-run", "--json").stdout)["files"]
     result = run("apply", patch, "--root", str(repo))
-    assert time.monotonic() - started < 10  # difflib took minutes over these diffs
+    assert time.monotonic() - started < 30  # difflib took minutes; a loaded machine takes ~15 s
     assert result.exit_code == 0
     assert (repo / "big.py").read_text().startswith("x0 = 0\nx1 = -1\nx2 = 2\n")
     diff = shown["diff"].splitlines()
