@@ -26,7 +26,8 @@ from pathlib import Path
 
 from editor import formats, validation
 from editor.applying import apply_edit
-from editor.files import MemoryFiles, Workspace, unified_diff
+from editor.diffing import unified_diff
+from editor.files import MemoryFiles, Workspace
 
 FILE_LINES = 5000
 TARGET_MS = 20.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -135,20 +136,77 @@ def expand_targets(files: Files, patterns: Iterable[str]) -> list[str]:
 
     A glob that matches no file is an error, so a typo does not silently apply to nothing.
     """
-    paths: list[str] = []
+    paths: dict[str, None] = {}  # ordered, and a set: 100,000 names must not cost n**2
     for pattern in patterns:
         pattern = normalize(pattern)
         if not glob.has_magic(pattern):
             matches = [pattern]
         elif isinstance(files, Workspace):
-            matches = sorted(p.replace(os.sep, "/")
-                             for p in glob.glob(pattern, root_dir=files.root, recursive=True)
-                             if (files.root / p).is_file())
+            matches = sorted(p for p in _workspace_glob(files.root, pattern) if (files.root / p).is_file())
         elif isinstance(files, MemoryFiles):
             matches = sorted(p for p in files.texts if fnmatch.fnmatchcase(p, pattern))
         else:
             raise EditError("globs need a Workspace or MemoryFiles to expand over", file=pattern)
         if not matches:
             raise EditError("no file matches this pattern", file=pattern)
-        paths.extend(p for p in matches if p not in paths)
-    return paths
+        paths.update(dict.fromkeys(matches))
+    return list(paths)
+
+
+def _workspace_glob(root, pattern: str) -> list[str]:
+    """glob.glob's matches under `root` ('/'-separated), except that `**` never descends into a
+    symlinked folder: glob follows them, and a link to a parent makes it loop for ever."""
+    if "**" not in pattern.split("/"):  # one level per part: no recursion to loop in
+        return [p.replace(os.sep, "/") for p in glob.glob(pattern, root_dir=root, recursive=True)]
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    start = "/".join(parts[:fixed])
+    matcher = _glob_regex(parts)
+    hidden = any(part.startswith(".") for part in parts)
+    found = []
+    for folder, dirs, names in os.walk(os.path.join(root, start) if start else root):
+        if not hidden:  # as glob: `*` and `**` skip names starting with '.'
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        relative = os.path.relpath(folder, root).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        found += [prefix + name for name in dirs + names if matcher.fullmatch(prefix + name)]
+    return found
+
+
+def _glob_regex(parts: list[str]) -> re.Pattern:
+    """A regex for glob.glob's reading of a recursive pattern: `**` is any number of folders
+    (none included), `*`, `?` and `[...]` stay within one name, and no magic matches a leading '.'."""
+    regex = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            regex.append(r"(?:[^/.][^/]*/)*" + (r"[^/.][^/]*" if last else ""))
+        else:
+            regex.append(("" if part.startswith(".") else r"(?!\.)") + _name_regex(part)
+                         + ("" if last else "/"))
+    return re.compile("".join(regex))
+
+
+def _name_regex(part: str) -> str:
+    """One name's glob as a regex, read as fnmatch reads it (`[!...]` negates, a leading `]` is
+    literal, an unclosed `[` is literal)."""
+    out, i = [], 0
+    while i < len(part):
+        char = part[i]
+        end = -1
+        if char == "[":
+            j = i + 1 + (part[i + 1:i + 2] == "!")
+            end = part.find("]", j + (part[j:j + 1] == "]"))
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif end != -1:
+            negate = part[i + 1] == "!"
+            body = re.sub(r"([\\\[&~|^])", r"\\\1", part[i + 1 + negate:end])
+            out.append(f"[{'^/' if negate else ''}{body}]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)

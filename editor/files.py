@@ -7,7 +7,6 @@ folder, or `MemoryFiles` for the library and tests), stage their work in a `Stag
 
 from __future__ import annotations
 
-import difflib
 import fcntl
 import hashlib
 import json
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Protocol
 
+from .diffing import unified_diff
 from .errors import ApplyError, EditError, UnreadableFileError, UnsafePathError
 
 BOM = "\ufeff"
@@ -131,17 +131,9 @@ class FileChange:
         new = self.new_text or ""
         a = "/dev/null" if self.old is None else "a/" + self.path
         b = "/dev/null" if self.new_text is None else "b/" + self.dest
-        return unified_diff(old, new, a, b)
+        return unified_diff(old, new, a, b)  # in about linear time, however large the change
 
 
-def unified_diff(old: str, new: str, a: str = "a", b: str = "b", context: int = 3) -> str:
-    """A unified diff that marks a missing final newline the way GNU diff does."""
-    out = []
-    for line in difflib.unified_diff(old.splitlines(True), new.splitlines(True), a, b, n=context):
-        out.append(line)
-        if not line.endswith("\n"):
-            out.append("\n\\ No newline at end of file\n")
-    return "".join(out)
 
 
 class Files(Protocol):

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .errors import EditError, ParseError
-from .files import Document, FileChange, MemoryFiles, decode, read_regular, unified_diff
+from .diffing import unified_diff
+from .files import Document, FileChange, MemoryFiles, decode, read_regular
 from .request import build_request, mtp_drafter
 
 if TYPE_CHECKING:

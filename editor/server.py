@@ -15,17 +15,20 @@ atomically or none. The model is loaded on the first `propose_edit` and kept for
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
-from . import validation
+from . import timelimit, validation
 from .applying import FORMATS, ApplyResult, apply_edit
 from .errors import EditError, ParseError
 from .files import Workspace, normalize
@@ -82,7 +85,7 @@ class EditServer:
             raise ToolError(str(exc)) from None
         return result.to_json()
 
-    def apply_edit(self, edit: str | dict[str, Any], format: str = "auto", root: str | None = None,
+    def apply_edit(self, edit: str | dict[str, Any] | list[Any], format: str = "auto", root: str | None = None,
                    dry_run: bool = False, files: list[str] | None = None) -> dict[str, Any]:
         """Apply an edit under the root: validated with tree-sitter, then every file written or none.
 
@@ -106,8 +109,8 @@ class EditServer:
         if format not in FORMATS:
             raise ToolError(f"unknown format {format!r}; choose one of "
                             f"{', '.join(FORMATS + (OPENAI,))}")
-        if not isinstance(edit, str):
-            raise ToolError(f"a {format} edit is text; only format 'openai' takes an object")
+        if not isinstance(edit, str):  # JSON text (a rule, OT ops) that the SDK parsed on the way
+            edit = json.dumps(edit)
         folder = self._folder(root)
         try:
             with self._write_lock:
@@ -142,7 +145,7 @@ class EditServer:
 
     # -----------------------------------------------------------------------------------------
 
-    def _apply_openai(self, call: str | dict[str, Any], root: str | None,
+    def _apply_openai(self, call: str | dict[str, Any] | list[Any], root: str | None,
                       dry_run: bool) -> dict[str, Any]:
         """One apply_patch_call operation -> an apply_patch_call_output (never a tool error, so
         the caller can always hand the answer back to the model)."""
@@ -150,6 +153,8 @@ class EditServer:
         try:
             if isinstance(call, str):
                 call = _json_object(call)
+            if not isinstance(call, dict):
+                raise ParseError(f"expected a JSON object, got {type(call).__name__}")
             if isinstance(call.get("operation"), dict):  # the whole apply_patch_call item
                 if call.get("call_id") is not None:
                     output["call_id"] = call["call_id"]
@@ -191,6 +196,8 @@ class EditServer:
             folder = Workspace(self.root).resolve(relative)
         except EditError as exc:
             raise ToolError(f"root {root!r}: {exc.message}") from None
+        except ValueError as exc:  # a NUL byte in it
+            raise ToolError(f"root {root!r}: {exc}") from None
         if not folder.is_dir():
             raise ToolError(f"root {root!r}: not a folder under the server root {self.root}")
         return folder
@@ -214,7 +221,7 @@ def openai_operation(kind: Any, path: str, diff: Any) -> apply_patch.Patch:
     line of the new file (codex's reading: "+a\\n+b" is "a\\nb\\n"). update_file's is the body of
     `*** Update File:` (its `@@` hunks). delete_file has none.
     """
-    if kind not in OPENAI_OPERATIONS:
+    if not isinstance(kind, str) or kind not in OPENAI_OPERATIONS:
         raise ParseError(f"unknown operation type {kind!r}; expected "
                          f"{', '.join(OPENAI_OPERATIONS)}", file=path)
     if "\n" in path or "\r" in path:  # it would end the patch line it is rendered into
@@ -255,20 +262,49 @@ def _languages(result: ApplyResult) -> list[str]:
     return sorted({report.language for report in result.reports if report.validated})
 
 
-def build(root: str | os.PathLike, model: str = "default") -> MCPServer:
-    """The MCP server with the three tools over `root`."""
+def _tool(method):
+    """`method` as an async tool. It runs on a worker thread that the server abandons when the
+    client goes (a slow call must not keep it alive), and an exception other than ToolError
+    becomes one that says what it was: the SDK answers those with the tool's name alone."""
+
+    @functools.wraps(method)
+    async def tool(*args, **kwargs):
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs),
+                                                  abandon_on_cancel=True)
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolError(f"internal error: {type(exc).__name__}: {exc}") from exc
+
+    return tool
+
+
+def build(root: str | os.PathLike, model: str = "default") -> tuple[MCPServer, EditServer]:
+    """The MCP server with the three tools over `root`, and the object behind the tools."""
     tools = EditServer(root, model)
     server = MCPServer("structured-edit", instructions=INSTRUCTIONS)
-    server.add_tool(tools.propose_edit, name="propose_edit",
+    server.add_tool(_tool(tools.propose_edit), name="propose_edit",
                     annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
-    server.add_tool(tools.apply_edit, name="apply_edit",
+    server.add_tool(_tool(tools.apply_edit), name="apply_edit",
                     annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True,
                                                 idempotent_hint=False, open_world_hint=False))
-    server.add_tool(tools.validate, name="validate",
+    server.add_tool(_tool(tools.validate), name="validate",
                     annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
-    return server
+    return server, tools
 
 
 def serve(root: str | os.PathLike, model: str = "default") -> None:
-    """Run the server on stdin/stdout until the client closes it."""
-    build(root, model).run("stdio")
+    """Run the server on stdin/stdout until the client closes it, then exit at once.
+
+    Calls still running then are abandoned: rule matching is killed (its edit then fails and
+    writes nothing), an edit already writing its files finishes (the write lock waits for it),
+    and a model still proposing is cut off with the process (proposals write nothing).
+    """
+    server, tools = build(root, model)
+    server.run("stdio")
+    timelimit.stop_all()
+    with tools._write_lock:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -192,18 +192,24 @@ def _python_compile_issues(lang: str, old_text: str, new_text: str) -> list[Synt
     it parses as a statement); compile() catches those, when the old text compiled."""
     if lang != "python" or new_text.count("\n") > COMPILE_MAX_LINES:
         return []
+    issue = _compile_error(new_text)
+    if issue is None or _compile_error(old_text) is not None:
+        return []  # it compiles, or the file was already broken: the error is not the edit's
+    return [issue]
+
+
+def _compile_error(text: str) -> SyntaxIssue | None:
+    """Why Python refuses to compile `text`; None if it compiles."""
     try:
-        compile(new_text, "<edit>", "exec", dont_inherit=True)
-        return []
+        compile(text, "<edit>", "exec", dont_inherit=True)
     except SyntaxError as exc:
-        try:
-            compile(old_text, "<edit>", "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            return []  # the file was already broken: the error is not the edit's
         snippet = (exc.text or "").strip()[:SNIPPET_CHARS]
-        return [SyntaxIssue(exc.lineno or 1, exc.offset or 1, "ERROR", f"{exc.msg}: {snippet}")]
+        return SyntaxIssue(exc.lineno or 1, exc.offset or 1, "ERROR", f"{exc.msg}: {snippet}")
+    except (RecursionError, MemoryError):  # the compiler's stacks: Python cannot run it either
+        return SyntaxIssue(1, 1, "ERROR", "nested too deeply for Python to compile")
     except ValueError:  # NUL bytes: refused earlier by the file reader
-        return []
+        pass
+    return None
 
 
 TREE_CACHE_SIZE = 16

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -395,6 +397,39 @@ def test_expand_targets_over_memory_files_and_disk(repo):
         expand_targets(ws, ["../*.py"])
 
 
+
+def test_recursive_globs_do_not_follow_folder_symlinks_into_loops(repo):
+    from editor.applying import expand_targets
+    from editor.files import Workspace
+    (repo / "loop").symlink_to(".")
+    (repo / "src" / "up").symlink_to("..")
+    started = time.monotonic()
+    assert expand_targets(Workspace(repo), ["**/*.py", "src/**"]) == ["src/app.py", "src/util.py"]
+    assert time.monotonic() - started < 1
+
+
+def test_recursive_globs_read_names_as_glob_does(repo):
+    from editor.applying import expand_targets
+    from editor.files import Workspace
+    for name in (".hidden/h.py", "src/.cache/c.py", "src/deep/er/d.py", "src/[x].py", "src/b.pyc", "src/.env"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("")
+    for pattern in ("**/*.py", "src/**/*.py", "**", "src/**", "**/[[]x].py", "**/[!a-t]*.py",
+                    "**/?.py?", ".hidden/**/*.py", "src/.*/**", "**/.*", "src/*/**/d.py"):
+        by_glob = sorted({p for p in glob.glob(pattern, root_dir=repo, recursive=True)
+                          if (repo / p).is_file()})
+        assert expand_targets(Workspace(repo), [pattern]) == by_glob, pattern
+
+
+def test_expand_targets_keeps_the_first_of_100000_names_quickly():
+    from editor.applying import expand_targets
+    from editor.files import MemoryFiles
+    names = [f"f{i}.py" for i in range(100_000)]
+    started = time.monotonic()
+    assert expand_targets(MemoryFiles(), names + names[:1000]) == names
+    assert time.monotonic() - started < 10  # checking each name against a list took 90 s
+
+
 # --- edit bench apply -------------------------------------------------------------------------
 
 def test_bench_apply_runs_and_writes_json(tmp_path):
@@ -464,3 +499,26 @@ def test_recover_rolls_back_an_interrupted_commit_and_removes_stray_temp_files(r
     assert sorted(os.listdir(repo)) == ["config.json", "notes.txt", "src"]
     assert sorted(os.listdir(repo / "src")) == ["app.py", "util.py"]
     assert run("recover", "--root", str(repo)).stdout == "nothing to recover\n"
+
+
+# --- huge edits ------------------------------------------------------------------------------------
+
+def test_a_patch_of_10000_hunks_is_applied_and_shown_quickly(repo, tmp_path):
+    from editor.commands.apply import DIFF_LINES
+    (repo / "big.py").write_text("".join(f"x{i} = {i}\n" for i in range(100_000)))
+    hunks = "".join(f"@@\n x{i - 1} = {i - 1}\n-x{i} = {i}\n+x{i} = -{i}\n x{i + 1} = {i + 1}\n"
+                    for i in range(1, 100_000, 10))
+    patch = edit_file(tmp_path, f"*** Begin Patch\n*** Update File: big.py\n{hunks}*** End Patch\n")
+    started = time.monotonic()
+    [shown] = json.loads(run("apply", patch, "--root", str(repo), "--dry-run", "--json").stdout)["files"]
+    result = run("apply", patch, "--root", str(repo))
+    assert time.monotonic() - started < 30  # difflib took minutes; a loaded machine takes ~15 s
+    assert result.exit_code == 0
+    assert (repo / "big.py").read_text().startswith("x0 = 0\nx1 = -1\nx2 = 2\n")
+    diff = shown["diff"].splitlines()
+    assert diff[:3] == ["--- a/big.py", "+++ b/big.py", "@@ -1,5 +1,5 @@"]
+    assert diff.count("@@ -9,7 +9,7 @@") == 1 and sum(line.startswith("@@") for line in diff) == 10_000
+    lines = result.stdout.splitlines()
+    assert lines[:DIFF_LINES] == diff[:DIFF_LINES]
+    assert lines[DIFF_LINES:] == [f"... {len(diff) - DIFF_LINES} more diff lines (1 file changed)",
+                                  "1 file changed: 1 modified; validated: python"]

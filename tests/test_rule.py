@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -525,6 +526,69 @@ def test_malformed_rules_are_parse_errors_naming_the_line(text, message, line):
     with pytest.raises(ParseError, match=re.escape(message)) as err:
         fmt.parse(text)
     assert err.value.line == line
+
+
+ALIAS_BOMB = """\
+id: bomb
+language: python
+rule:
+  pattern: print($A)
+  not:
+    any: &e [&d {any: &c [&b {any: &a [{kind: x}, {kind: x}, {kind: x}, {kind: x}, {kind: x}]},
+      *b, *b, *b, *b, *b, *b, *b, *b]}, *d, *d, *d, *d, *d, *d, *d, *d]
+fix: x
+"""
+
+
+def nested_rule(levels: int) -> dict:
+    inner = {"kind": "identifier"}
+    for _ in range(levels):
+        inner = {"not": inner}
+    return {"id": "deep", "language": "python", "rule": {"pattern": "print($A)", "not": inner},
+            "fix": "x"}
+
+
+@pytest.mark.parametrize("text, message, line", [
+    (ALIAS_BOMB, "anchors (&) and aliases (*) are not supported", 6),
+    ("id: r\nrule: &r {pattern: x}\nfix: y\n", "anchors (&) and aliases (*)", 2),
+    ("id: r\nrule: " + "{not: " * 60 + "{kind: x}" + "}" * 60 + "\nfix: y\n", "nested deeper than 50", 2),
+    ("id: r\nrule: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested deeper than 50", 2),
+    (json.dumps(nested_rule(60)), "nested deeper than 50", None),
+    ("[" * 100_000 + "]" * 100_000, "nested deeper than 50", None),
+])
+def test_alias_bombs_and_deep_nesting_are_refused_at_once(text, message, line):
+    started = time.monotonic()
+    with pytest.raises(ParseError, match=re.escape(message)) as err:
+        fmt.parse(text)
+    assert time.monotonic() - started < 1
+    assert err.value.line == line
+
+
+def test_rules_nested_up_to_the_limit_still_parse():
+    assert fmt.parse(json.dumps(nested_rule(fmt.MAX_NESTING - 4))).rules[0].id == "deep"
+
+
+def test_rule_evaluation_past_the_time_limit_is_stopped_naming_the_file(monkeypatch):
+    monkeypatch.setattr(fmt, "TIME_LIMIT", 0.5)
+    has = {"kind": "identifier", "regex": "^never$"}
+    for _ in range(3):  # each level multiplies the work by the nesting depth of the code
+        has = {"has": {**has, "stopBy": "end"}}
+    edit = fmt.RuleSet((fmt.Rule("slow", "python", has, fix="y"),))
+    files = MemoryFiles({"a.py": "x = 1\n", "b.py": "x = " + "[" * 300 + "]" * 300 + "\n"})
+    for run in (lambda: fmt.apply_to_paths(files, edit, ["a.py", "b.py"]),
+                lambda: fmt.matches(files, edit, ["a.py", "b.py"])):
+        started = time.monotonic()
+        with pytest.raises(ApplyError, match=r"did not finish matching in 0.5 s") as err:
+            run()
+        assert time.monotonic() - started < 1.5
+        assert err.value.file == "b.py"
+
+
+def test_errors_raised_while_matching_come_back_from_the_worker():
+    edit = fmt.parse("id: r\nrule:\n  patern: x\nfix: y\n")
+    with pytest.raises(ApplyError, match="unknown field") as err:
+        fmt.apply_to_paths(MemoryFiles({"a.py": "x\n"}), edit, ["a.py"])
+    assert err.value.file == "a.py"
 
 
 def test_apply_needs_a_target_and_a_fix():

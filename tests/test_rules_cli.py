@@ -131,6 +131,7 @@ def test_a_fix_that_breaks_the_syntax_writes_nothing_at_all(repo):
 @pytest.mark.parametrize("rule_text, where", [
     ("id: broken\nlanguage: python\nrule:\n  pattern: print($A)\nfix: [a, b]\n", "bad.yml:5"),
     ("id: x\nrule: {pattern: 'a'}\nfixx: b\n", "bad.yml:3"),
+    ("id: x\nrule:\n  any: &a [{pattern: a}]\n  not: {any: *a}\n", "bad.yml:3: YAML anchors (&) and aliases (*)"),
     ("id: no-print\nrule: {pattern: 'a'}\n", "print.yml, hunk 1: rule id 'no-print' is also used in"),
 ])
 def test_bad_rules_are_a_usage_error_naming_file_and_line(repo, rule_text, where):

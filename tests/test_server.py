@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,8 @@ FAILING_OPERATIONS = [
     ({"type": "create_file", "path": "x.py\n*** Delete File: src/app.py", "diff": "+x\n"},
      "x.py: a path cannot hold a line break"),
     ("{not json", "not a JSON object"),
+    ({"type": ["create_file"], "path": "a.py"}, "unknown operation type ['create_file']"),
+    ("[1, 2]", "expected a JSON object, got list"),
 ]
 
 
@@ -215,6 +219,72 @@ def test_rule_edits_take_their_files(root):
     answer = session_run(root, steps)
     assert answer["ok"] and answer["format"] == "rule"
     assert (root / "src" / "app.py").read_text() == "def greet(name):\n    return f'hello {name}'\n"
+
+
+def test_json_rules_and_ops_reach_the_parser_as_text(root):
+    # The SDK parses a JSON string argument into an object or a list on its way in.
+    rule = {"id": "f-string", "language": "python", "rule": {"pattern": "'hello ' + $X"},
+            "fix": "f'hello {$X}'"}
+
+    async def steps(session):
+        return (await call(session, "apply_edit", edit=json.dumps(rule), files=["src/app.py"], dry_run=True),
+                await call(session, "apply_edit", edit=json.dumps([rule]), files=["src/app.py"], dry_run=True))
+
+    for answer in session_run(root, steps):
+        assert answer["ok"] and answer["format"] == "rule", answer
+        assert "+    return f'hello {name}'" in answer["files"][0]["diff"]
+
+
+def test_tool_errors_say_what_went_wrong(root):
+    async def steps(session):
+        return (await call_error(session, "apply_edit", edit=V4A_PATCH, root="src\x00"),
+                await call_error(session, "validate", path="src/app.py", language="cobol"))
+
+    null_root, language = session_run(root, steps)
+    assert "root 'src\\x00'" in null_root and "null byte" in null_root
+    assert "unknown language 'cobol'" in language
+
+
+def test_an_unexpected_exception_is_named_in_the_tool_error():
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from editor.server import _tool
+
+    def broken(path: str) -> dict:
+        return {}[path]
+
+    with pytest.raises(ToolError, match="internal error: KeyError: 'x'"):
+        asyncio.run(_tool(broken)("x"))
+
+
+def test_the_server_exits_when_its_client_closes_stdin_mid_call(root):
+    (root / "src" / "deep.py").write_text("x = " + "[" * 300 + "]" * 300 + "\n")
+    slow = {"kind": "identifier", "regex": "^never$"}
+    for _ in range(3):  # a minute and more of matching over that file
+        slow = {"has": {**slow, "stopBy": "end"}}
+    rule = json.dumps({"id": "slow", "language": "python", "rule": slow, "fix": "y"})
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "apply_edit", "arguments": {"edit": rule, "files": ["src/deep.py"]}}}]
+    server = subprocess.Popen([sys.executable, "-m", "editor.cli", "serve", "--root", str(root)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    for message in messages:
+        server.stdin.write((json.dumps(message) + "\n").encode())
+        server.stdin.flush()
+    assert json.loads(server.stdout.readline())["id"] == 1
+    time.sleep(1)  # the call is running
+    started = time.monotonic()
+    server.stdin.close()
+    try:
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+    assert time.monotonic() - started < 10  # not the 30 s the rules may take, nor the minutes it needs
+    assert (root / "src" / "deep.py").read_text().startswith("x = [[[")
 
 
 def test_validate_lists_syntax_errors(root):

@@ -194,3 +194,22 @@ def test_an_error_tree_sitter_does_not_locate_is_still_refused():
     assert not report.ok
     python = validation.check("a.py", "x = 1\n", "x = 1\nimport math.pi * radius\n")
     assert [issue.line for issue in python.new_issues] == [2]  # compile() places it
+
+
+@pytest.mark.parametrize("nested", ["x = a" + "[0]" * 50_000 + "\n",   # RecursionError in compile()
+                                    "x = " + "-" * 100_000 + "1\n"])   # MemoryError in its parser
+def test_code_nested_past_the_compilers_limits_is_an_issue_not_a_crash(nested):
+    [issue] = check("a.py", "x = 1\n", nested).new_issues
+    assert issue.snippet == "nested too deeply for Python to compile"
+    assert check("a.py", nested, nested + "y = 2\n").new_issues == []  # already so: not the edit's
+
+
+def test_deeply_nested_code_applies_with_allow_syntax_errors():
+    from editor.applying import apply_edit
+    from editor.files import MemoryFiles
+    files = MemoryFiles({"a.py": "x = 1\n"})
+    patch = "*** Begin Patch\n*** Update File: a.py\n@@\n-x = 1\n+x = a" + "[0]" * 50_000 + "\n*** End Patch\n"
+    refused = apply_edit(patch, files=files)
+    assert not refused.ok and "nested too deeply" in str(refused.errors[0])
+    assert apply_edit(patch, files=files, allow_syntax_errors=True).ok
+    assert files.texts["a.py"].startswith("x = a[0][0]")

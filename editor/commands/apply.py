@@ -28,6 +28,8 @@ from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
 
+# Diff lines `edit apply` prints at most; past them it says how many more there are.
+DIFF_LINES = 2000
 DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"),
                ("\\", "dim"))
 
@@ -75,8 +77,7 @@ def apply_command(
         }))
     else:
         out = console()
-        for change in shown:
-            print_diff(change.diff(), out)
+        print_changes(shown, out)
         for error in result.errors:
             typer.echo(f"error: {error}", err=True)
         out.print(Text(_summary(result, shown, dry_run)))
@@ -162,8 +163,25 @@ def console() -> Console:
 
 def print_diff(diff: str, out: Console | None = None) -> None:
     """A unified diff on stdout: coloured on a terminal, plain otherwise or with NO_COLOR."""
-    out = out or console()
-    for line in diff.splitlines():
+    _print_lines(diff.splitlines(), out or console())
+
+
+def print_changes(changes: list, out: Console) -> None:
+    """The diffs of `changes`, DIFF_LINES lines at most; then how many lines were left out."""
+    room = DIFF_LINES
+    left_out = 0
+    for change in changes:
+        lines = change.diff().splitlines()
+        _print_lines(lines[:room], out)
+        left_out += max(len(lines) - room, 0)
+        room = max(room - len(lines), 0)
+    if left_out:
+        noun = "file" if len(changes) == 1 else "files"
+        out.print(Text(f"... {left_out} more diff lines ({len(changes)} {noun} changed)", style="dim"))
+
+
+def _print_lines(lines: list[str], out: Console) -> None:
+    for line in lines:
         style = next((s for prefix, s in DIFF_STYLES if line.startswith(prefix)), "")
         out.print(Text(line, style=style))
 

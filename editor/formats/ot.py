@@ -269,6 +269,8 @@ def _parse_json(text: str) -> Edit:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"column {exc.colno}: not valid JSON: {exc.msg}", line=exc.lineno) from None
+    except RecursionError:  # an op is a number, a string or a flat object: none nests like this
+        raise ParseError("not valid OT JSON: lists or objects nested about a thousand deep") from None
     if not isinstance(data, list):
         raise ParseError("an OT edit in JSON is a list of ops")
     ops = []

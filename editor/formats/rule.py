@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import yaml
 from ast_grep_py import SgNode, SgRoot
 
+from .. import timelimit
 from ..errors import ApplyError, EditError, ParseError
 from ..files import FileChange, Files, Staging, newline_of
 
@@ -81,6 +82,13 @@ _FIX_KEYS = ("template", "expandStart", "expandEnd")
 # `$NAME` / `$$$NAME` in a pattern or a fix; ast-grep's names are upper-case, digits and `_`.
 _METAVAR = re.compile(r"\$\$\$([A-Z_][A-Z0-9_]*)|\$([A-Z_][A-Z0-9_]*)")
 _ONELINE_ARROW = " => "
+
+# Mappings and lists inside one another, the document included. Real rules stay far below; deeper
+# ones are attacks on the parser (recursion) or on ast-grep (matching time grows with each level).
+MAX_NESTING = 50
+# Seconds all the matching of one edit or check may take: ast-grep can spend hours on a bad rule
+# (nested `has`/`inside` with `stopBy: end` over deeply nested code).
+TIME_LIMIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,26 @@ def _library_message(exc: Exception) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one), anchors and
+    aliases (a kilobyte of nested aliases expands to billions of nodes when walked), and nesting
+    past MAX_NESTING (the composer recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ParseError("YAML anchors (&) and aliases (*) are not supported; write the rule "
+                             "out in full", line=event.start_mark.line + 1)
+        if self._depth >= MAX_NESTING and isinstance(event, (yaml.MappingStartEvent,
+                                                             yaml.SequenceStartEvent)):
+            raise ParseError(f"nested deeper than {MAX_NESTING} levels; flatten the rule",
+                             line=event.start_mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -292,7 +319,23 @@ def _json_docs(text: str) -> list[_Doc]:
     except json.JSONDecodeError as exc:
         raise ParseError(f"not valid JSON: {exc.msg} (column {exc.colno})",
                          line=exc.lineno) from None
+    except RecursionError:  # nested about a thousand levels
+        raise ParseError(f"nested deeper than {MAX_NESTING} levels; flatten the rule") from None
+    if _nesting(data) > MAX_NESTING:
+        raise ParseError(f"nested deeper than {MAX_NESTING} levels; flatten the rule")
     return [_Doc(item, None, {}) for item in (data if isinstance(data, list) else [data])]
+
+
+def _nesting(value: Any) -> int:
+    """How many lists and mappings deep `value` goes (a scalar: 0)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if items is not None:
+            deepest = max(deepest, depth)
+            stack += [(item, depth + 1) for item in items]
+    return deepest
 
 
 def _default_id(number: int) -> str:
@@ -589,6 +632,10 @@ def apply_to_paths(files: Files, edit: RuleSet, paths: list[str], *,
 
 def matches(files: Files, edit: RuleSet, paths: list[str]) -> list[Match]:
     """Every match of every rule (with or without a fix) in `paths`, for `--check`."""
+    return _within_time_limit(_matches, files, edit, paths)
+
+
+def _matches(files: Files, edit: RuleSet, paths: list[str]) -> list[Match]:
     found: list[Match] = []
     for path in paths:
         language = language_of(path)
@@ -597,6 +644,7 @@ def matches(files: Files, edit: RuleSet, paths: list[str]) -> list[Match]:
         rules = _rules_for(edit, language, fixing=False)
         if not rules:
             continue
+        timelimit.note(path)
         root = _sg_root(files.read(path).text, language, path).root()
         hits = []
         for order, rule in enumerate(rules):
@@ -621,8 +669,26 @@ def _rules_for(edit: RuleSet, language: str, *, fixing: bool) -> list[Rule]:
 
 def _rewrite_files(files: Files, plan: list[tuple[str, str, list[Rule]]],
                    partial: bool) -> list[FileChange]:
+    return _within_time_limit(_rewrite_staged, files, plan, partial)
+
+
+def _within_time_limit(function, *args):
+    """`function(*args)` in a child process killed after TIME_LIMIT seconds (see timelimit)."""
+    try:
+        return timelimit.run(TIME_LIMIT, function, *args)
+    except timelimit.TimeLimitError as exc:
+        raise ApplyError(f"the rules did not finish matching in {exc.seconds:g} s; simplify them "
+                         "(nested `has`/`inside` with `stopBy: end` can take hours on deeply "
+                         "nested code)", file=exc.note or None) from None
+    except ChildProcessError as exc:
+        raise ApplyError(f"ast-grep crashed: {exc}") from None
+
+
+def _rewrite_staged(files: Files, plan: list[tuple[str, str, list[Rule]]],
+                    partial: bool) -> list[FileChange]:
     staging = Staging(files)
     for path, language, rules in plan:
+        timelimit.note(path)
         try:
             text = staging.read(path).text
             new_text = rewrite(text, language, rules, path)

@@ -180,9 +180,13 @@ def parse(text: str) -> Edit:
 
 def _check_hunk_ends(patch_set, lines: list[str], shift: int) -> None:
     """A hunk line right after a complete hunk means a miscounted header; unidiff would skip it as
-    text between files (and GNU patch ignores it too), silently losing part of the edit."""
+    text between files (and GNU patch ignores it too), silently losing part of the edit. A hunk
+    of no lines is refused too."""
     for pf in patch_set:
         for number, h in enumerate(pf, 1):
+            if not len(h):
+                raise ParseError(f"the hunk @@ -{h.source_start},0 +{h.target_start},0 @@ has no "
+                                 "lines: it changes nothing", file=_display_name(pf), hunk=number)
             after = max(line.diff_line_no or 0 for line in h)  # 1-based: the line after the hunk
             if after < len(lines) and lines[after].startswith("\\"):
                 after += 1
@@ -710,6 +714,9 @@ def _find(contents: list[str], pattern: list[str], guess: int, lo: int) -> int |
     if not pattern:  # an insertion without context: only where the header says
         return guess if lo <= guess <= len(contents) else None
     first = pattern[0]
+    # From a header's line number far outside the file, walking out one line at a time would take
+    # for ever; starting at the nearest possible line visits the same places in the same order.
+    guess = min(max(guess, lo), max(hi, lo))
     distance = 0
     while guess + distance <= hi or guess - distance >= lo:
         for at in (guess + distance, guess - distance) if distance else (guess,):
