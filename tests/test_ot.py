@@ -730,3 +730,25 @@ def test_grammar_and_token_check_admit_quoted_edits_and_stop_a_wrong_anchor(data
     assert admitted(doc, ot.render(edit))
     missing = data.draw(small_texts.filter(lambda t: t not in doc))
     assert not admitted(doc, ot.render(Edit(edit.ops + (Seek(missing),))))
+
+
+# --- the Editor ------------------------------------------------------------------------------
+
+def test_taught_model_writes_a_quoting_edit_through_the_editor():
+    """Under the quotes-only grammar and the token check, a tiny model taught the reply makes the edit;
+    the tool turns its quotes into counts."""
+    from editor import prompting
+    from editor.propose import Editor
+    from tests.tiny_models import chat_model, chat_tokenizer, teach
+
+    instruction = "Replace 'really' with 'very very'."
+    tokenizer = chat_tokenizer(REALLY + REALLY_QUOTED)
+    model = chat_model(tokenizer)
+    chat = prompting.messages("ot", path="notes.txt", text=REALLY, instruction=instruction, language=None)
+    teach(model, tokenizer, chat, REALLY_QUOTED)
+    result = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=80).edit(
+        REALLY, instruction, format="ot", path="notes.txt")
+    assert result.ok and result.edit_text == REALLY_QUOTED, result.diagnostics
+    assert result.new_text == "I very very like it.\nIt is very very good.\n"
+    assert ot.render(ot.resolve(REALLY, result.edit)) == ('[retain(2), delete("really"), insert("very very"), '
+                                                          'retain(16), delete("really"), insert("very very")]')
