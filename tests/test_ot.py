@@ -178,6 +178,10 @@ def test_apply_needs_a_target_and_names_the_file():
 
 # --- quoting ---------------------------------------------------------------------------------
 
+def counts(edit: Edit) -> bool:
+    return any(isinstance(op, (Retain, Delete)) and op.text is None for op in edit.ops)
+
+
 REALLY = "I really like it.\nIt is really good.\n"
 REALLY_QUOTED = ('[seek("really"), delete("really"), insert("very very"), '
                  'seek("really"), delete("really"), insert("very very")]')
@@ -419,6 +423,26 @@ def test_quoted_edit_round_trips(case, use_spaced):
     assert ot.apply_text(new, ot.invert(edit, doc)) == doc
 
 
+def test_quote_writes_what_a_model_would():
+    edit = ot.parse('[retain(2), delete("really"), insert("very very"), retain(16), delete(6), insert("so")]')
+    assert ot.render(ot.quote(REALLY, edit)) == ('[seek("really"), delete("really"), insert("very very"), '
+                                                 'seek("really"), delete("really"), insert("so")]')
+    # the shortest quote that finds the place, or the kept text where no quote does
+    assert ot.quote("abcabd", Edit((Retain(4), Insert("x")))) == Edit((Seek("bd"), Insert("x")))
+    assert ot.quote("abcabc", Edit((Retain(4), Insert("x")))) == Edit((Retain("abca"), Insert("x")))
+    assert ot.quote("aaa", Edit((Retain(2), Insert("x")))) == Edit((Retain("aa"), Insert("x")))
+    assert ot.quote("ab", Edit((Retain(2), Insert("x")))) == Edit((Retain("ab"), Insert("x")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc_and_edit())
+def test_quote_round_trips(case):
+    doc, edit = case
+    quoted = ot.quote(doc, edit)
+    assert not counts(quoted)
+    assert ot.resolve(doc, quoted) == ot.resolve(doc, edit)
+
+
 @lru_cache(maxsize=1)
 def stdlib_sources() -> list[str]:
     folder = Path(os.__file__).parent
@@ -452,6 +476,7 @@ def test_diff_round_trips_on_real_files(case, delete_text):
     edit = ot.diff(old, new, delete_text=delete_text)
     assert ot.apply_text(old, ot.parse(ot.render(edit))) == new
     assert ot.normalize(edit) == edit
+    assert ot.apply_text(old, ot.parse(ot.render(ot.quote(old, edit)))) == new
 
 
 def test_diff_is_small():
@@ -636,10 +661,6 @@ def test_grammar_compiles():
     grammar, tokenizer = grammar_and_tokenizer()
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
     assert not is_error and not messages, messages
-
-
-def counts(edit: Edit) -> bool:
-    return any(isinstance(op, (Retain, Delete)) and op.text is None for op in edit.ops)
 
 
 @pytest.mark.parametrize("text", [

@@ -448,6 +448,37 @@ def resolve(text: str, edit: Edit) -> Edit:
     return normalize(Edit(tuple(_walk(text, edit)[1])))
 
 
+def quote(text: str, edit: Edit) -> Edit:
+    """The edit in the model's quoting form, the inverse of `resolve`: each kept stretch becomes a
+    seek to the text after it (the next delete's text when that is the first occurrence, else the
+    shortest quote that is), or a retain of its text where that is shorter or no quote finds the
+    place; deletes carry their text. `resolve(text, quote(text, e)) == resolve(text, e)`."""
+    ops: list[Op] = []
+    cursor = 0
+    counted = resolve(text, edit).ops
+    for number, op in enumerate(counted):
+        if isinstance(op, Retain):
+            end = cursor + op.length
+            following = counted[number + 1] if number + 1 < len(counted) else None
+            ops.append(_seek_or_retain(text, cursor, end, following))
+            cursor = end
+        else:
+            ops.append(op)
+            cursor += 0 if isinstance(op, Insert) else op.length
+    return Edit(tuple(ops))
+
+
+def _seek_or_retain(text: str, start: int, end: int, following: Op | None) -> Op:
+    """A quote that keeps text[start:end]."""
+    if isinstance(following, Delete) and text.find(following.text, start) == end:
+        return Seek(following.text)
+    for length in range(1, min(end - start, len(text) - end) + 1):
+        anchor = text[end:end + length]
+        if text.find(anchor, start) == end:
+            return Seek(anchor)
+    return Retain(text[start:end])
+
+
 def apply(files: Files, edit: Edit, *, target: str | None = None, partial: bool = False) -> list[FileChange]:
     """Apply edit to the file `target`. An OT edit is one walk over one file, so it applies whole or
     not at all: `partial` changes nothing (a failure has no applied changes to carry)."""
