@@ -496,8 +496,10 @@ def apply(files: Files, edit: Edit, *, target: str | None = None, partial: bool 
 
 def prefix_ok(document: str, partial_edit_text: str) -> bool:
     """False when this prefix of a text-syntax edit can no longer become an edit that applies to
-    `document`: a malformed prefix, an op that does not fit, a count whose digits already pass the
-    end, a delete("...") whose characters so far differ from the document. Re-scans the prefix."""
+    `document`: a malformed prefix, an op that does not fit, a seek("...") whose characters so far
+    occur nowhere at or after the cursor, a retain("...") or delete("...") whose characters so far
+    differ from the document at the cursor, a count whose digits already pass the end. Re-scans the
+    prefix."""
     cursor = 0
     try:
         for number, op in enumerate(_scan(partial_edit_text), 1):
