@@ -2,8 +2,8 @@
 
 A template is a system text, then `### example` (a user turn), `### answer` (the assistant's reply to
 it) and `### user` (the real request). The file is shown the way its format needs it: plain lines for
-patches and rules, numbered lines for unified diffs (hunk headers need line numbers), lines with their
-starting character offsets for OT (counts must be computed).
+patches, rules and OT edits (which quote the file's text), numbered lines for unified diffs (hunk headers
+need line numbers).
 """
 
 from __future__ import annotations
@@ -17,14 +17,6 @@ SECTION = re.compile(r"^### (example|answer|user)\n", re.M)
 
 def show_numbered(text: str) -> str:
     return "\n".join(f"{i}: {line}" for i, line in enumerate(text.split("\n"), 1))
-
-
-def show_offsets(text: str) -> str:
-    out, offset = [], 0
-    for line in text.split("\n"):
-        out.append(f"{offset}|{line}")
-        offset += len(line) + 1
-    return "\n".join(out)
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -42,7 +34,7 @@ def messages(format: str, *, path: str, text: str, instruction: str, language: s
     system, sections = parts[0].strip(), dict(zip(parts[1::2], parts[2::2]))
     shown = text[:-1] if text.endswith("\n") else text
     values = {"path": path, "instruction": instruction.strip(), "language": language or "text",
-              "file": shown, "numbered_file": show_numbered(shown), "offset_file": show_offsets(shown)}
+              "file": shown, "numbered_file": show_numbered(shown)}
     chat = [{"role": "system", "content": system},
             {"role": "user", "content": sections["example"].strip()},
             {"role": "assistant", "content": sections["answer"].strip()},

@@ -1,4 +1,5 @@
-"""The OT edit format: syntax, applying, the ottypes library functions, prefix_ok and the grammar."""
+"""The OT edit format: syntax, quoting, applying, the ottypes library functions, prefix_ok, the grammar
+and a taught tiny model writing a quoting edit through the Editor."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import grammars
 from editor.errors import ApplyError, ParseError
 from editor.files import MemoryFiles
 from editor.formats import ot
-from editor.formats.ot import Delete, Edit, Insert, Retain
+from editor.formats.ot import Delete, Edit, Insert, Retain, Seek
 from tests.conftest import SHARED
 
 TRANSFORM_CASES = SHARED / "conformance/ot/text-transform-tests.json"
@@ -54,7 +55,8 @@ def test_json_form():
     ('[retain(4) delete(2)]', 1, "column 12: expected ',' or ']'"),
     ('[\nretain(4),\n  retian(2)]', 3, "column 3: expected an op"),
     ('[retain(04)]', 1, "leading zeros"),
-    ('[retain( 4)]', 1, "retain( takes a count"),
+    ('[retain( 4)]', 1, "retain( takes a JSON string or a count"),
+    ('[seek(4)]', 1, "seek( takes a JSON string"),
     ('[insert(4)]', 1, "insert( takes a JSON string"),
     ('[insert("a\\x")]', 1, "invalid escape"),
     ('[insert("\\ud83d")]', 1, "surrogate pair"),
@@ -174,6 +176,83 @@ def test_apply_needs_a_target_and_names_the_file():
     assert str(err.value).startswith("notes.txt:1, hunk 1: op 1 retain(100) at line 1 column 1: runs past")
 
 
+# --- quoting ---------------------------------------------------------------------------------
+
+def counts(edit: Edit) -> bool:
+    return any(isinstance(op, (Retain, Delete)) and op.text is None for op in edit.ops)
+
+
+REALLY = "I really like it.\nIt is really good.\n"
+REALLY_QUOTED = ('[seek("really"), delete("really"), insert("very very"), '
+                 'seek("really"), delete("really"), insert("very very")]')
+
+
+def test_quotes_resolve_to_counts():
+    """The report's case: the model quotes, the tool counts."""
+    edit = ot.parse(REALLY_QUOTED)
+    resolved = ot.resolve(REALLY, edit)
+    assert ot.render(resolved) == ('[retain(2), delete("really"), insert("very very"), retain(16), '
+                                   'delete("really"), insert("very very")]')
+    assert ot.apply_text(REALLY, edit) == ot.apply_text(REALLY, resolved) \
+        == "I very very like it.\nIt is very very good.\n"
+
+
+def test_seek_takes_the_first_occurrence_at_or_after_the_cursor():
+    doc = "ab ab ab"
+    assert ot.render(ot.resolve(doc, ot.parse('[seek("ab"), insert("x")]'))) == '[insert("x")]'
+    assert ot.render(ot.resolve(doc, ot.parse('[seek("b a"), insert("x")]'))) == '[retain(1), insert("x")]'
+    assert ot.render(ot.resolve(doc, ot.parse('[retain("ab"), seek("ab"), delete("ab")]'))) \
+        == '[retain(3), delete("ab")]'
+    assert ot.render(ot.resolve(doc, ot.parse('[seek("ab"), seek("ab"), retain("a"), seek("ab")]'))) == "[]"
+
+
+def test_quotes_count_code_points_and_read_escapes():
+    doc = 'é😀 "quoted" \\path\\\r\nnext\tline 😀'
+    edit = ot.parse(r'[seek("\ud83d\ude00"), retain("😀 "), delete("\"quoted\""), insert("\"q\""), '
+                    r'seek("\\\r\n"), retain("\\\r\nnext\t"), delete("line"), seek("😀"), delete("\ud83d\ude00"), '
+                    r'insert("€")]')
+    resolved = ot.resolve(doc, edit)
+    assert resolved == Edit((Retain(3), Delete('"quoted"'), Insert('"q"'), Retain(14), Delete("line"),
+                             Retain(1), Delete("😀"), Insert("€")))
+    assert ot.apply_text(doc, edit) == ot.apply_text(doc, resolved) == 'é😀 "q" \\path\\\r\nnext\t €'
+
+
+def test_resolve_fills_counted_deletes_and_merges():
+    doc = "one two three"
+    edit = Edit((Retain(3), Seek("two"), Delete(3), Retain(" "), Insert("2"), Seek("e")))
+    assert ot.resolve(doc, edit) == Edit((Retain(4), Delete("two"), Retain(1), Insert("2")))
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[seek("realy")]', 'op 1 seek("realy") at line 1 column 1: "realy" does not occur at or after the cursor'),
+    ('[seek("good"), seek("like")]', 'op 2 seek("like") at line 2 column 14: "like" does not occur at or after '
+                                     'the cursor (only before it, first at line 1 column 10: ops go through the '
+                                     'document in order)'),
+    ('[seek("")]', 'op 1 seek("") at line 1 column 1: seeks nothing'),
+    ('[seek("It"), retain("It was")]', 'op 2 retain("It was") at line 2 column 1: does not match the document: '
+                                       'expected "It was", found "It is "'),
+    ('[retain("")]', 'retains nothing'),
+])
+def test_a_quote_that_does_not_fit_is_refused_by_name(text, words):
+    with pytest.raises(ApplyError) as err:
+        ot.apply_text(REALLY, ot.parse(text))
+    assert words in err.value.message
+    with pytest.raises(ApplyError, match="notes.txt"):
+        ot.apply(MemoryFiles({"notes.txt": REALLY}), ot.parse(text), target="notes.txt")
+    with pytest.raises(ApplyError):
+        ot.resolve(REALLY, ot.parse(text))
+
+
+def test_seeks_need_the_document():
+    edit = ot.parse('[seek("x"), insert("y")]')
+    for needs_counts in (ot.normalize, ot.invert, ot.to_json, lambda e: ot.compose(e, e),
+                         lambda e: ot.transform(e, Edit(), "left")):
+        with pytest.raises(ApplyError, match=r'op 1 seek\("x"\) is found in a document: resolve'):
+            needs_counts(edit)
+    assert ot.invert(edit, "axb") == Edit((Retain(1), Delete("y")))
+    assert ot.to_json(ot.parse('[retain("ab"), delete("c")]')) == [2, {"d": "c"}]
+
+
 # --- library ---------------------------------------------------------------------------------
 
 def test_normalize():
@@ -269,6 +348,30 @@ def doc_and_edit(draw, with_text=None):
     return doc, draw(edits_of(doc, with_text))
 
 
+@st.composite
+def doc_and_quoted_edit(draw):
+    """A random edit in the model's quoting form (seek, retain("text"), delete("text"), insert) that
+    applies to a random document."""
+    doc = draw(small_texts)
+    ops = []
+    cursor = 0
+    while draw(st.integers(0, 4)):
+        left = len(doc) - cursor
+        kind = draw(st.sampled_from(["seek", "retain", "delete", "insert"] if left else ["insert"]))
+        if kind == "insert":
+            ops.append(Insert(draw(small_texts.filter(bool))))
+        elif kind == "seek":
+            at = draw(st.integers(cursor, len(doc) - 1))
+            anchor = doc[at:at + draw(st.integers(1, len(doc) - at))]
+            ops.append(Seek(anchor))
+            cursor = doc.index(anchor, cursor)
+        else:
+            n = draw(st.integers(1, left))
+            ops.append((Retain if kind == "retain" else Delete)(doc[cursor:cursor + n]))
+            cursor += n
+    return doc, Edit(tuple(ops))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_compose_law(data):
@@ -305,6 +408,41 @@ def test_render_parse_round_trip(case):
     assert ot.parse(json.dumps(ot.to_json(edit), ensure_ascii=False)) == edit
 
 
+@settings(max_examples=300, deadline=None)
+@given(doc_and_quoted_edit(), st.booleans())
+def test_quoted_edit_round_trips(case, use_spaced):
+    """The canonical OT a quoting edit resolves to applies to the same text, in both syntaxes."""
+    doc, edit = case
+    text = spaced(edit) if use_spaced else ot.render(edit)
+    assert ot.parse(text) == edit
+    resolved = ot.resolve(doc, edit)
+    assert not any(isinstance(op, Seek) or (isinstance(op, Retain) and op.text) for op in resolved.ops)
+    new = ot.apply_text(doc, edit)
+    assert ot.apply_text(doc, ot.parse(ot.render(resolved))) == new
+    assert ot.apply_text(doc, ot.parse(json.dumps(ot.to_json(resolved)))) == new
+    assert ot.apply_text(new, ot.invert(edit, doc)) == doc
+
+
+def test_quote_writes_what_a_model_would():
+    edit = ot.parse('[retain(2), delete("really"), insert("very very"), retain(16), delete(6), insert("so")]')
+    assert ot.render(ot.quote(REALLY, edit)) == ('[seek("really"), delete("really"), insert("very very"), '
+                                                 'seek("really"), delete("really"), insert("so")]')
+    # the shortest quote that finds the place, or the kept text where no quote does
+    assert ot.quote("abcabd", Edit((Retain(4), Insert("x")))) == Edit((Seek("bd"), Insert("x")))
+    assert ot.quote("abcabc", Edit((Retain(4), Insert("x")))) == Edit((Retain("abca"), Insert("x")))
+    assert ot.quote("aaa", Edit((Retain(2), Insert("x")))) == Edit((Retain("aa"), Insert("x")))
+    assert ot.quote("ab", Edit((Retain(2), Insert("x")))) == Edit((Retain("ab"), Insert("x")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc_and_edit())
+def test_quote_round_trips(case):
+    doc, edit = case
+    quoted = ot.quote(doc, edit)
+    assert not counts(quoted)
+    assert ot.resolve(doc, quoted) == ot.resolve(doc, edit)
+
+
 @lru_cache(maxsize=1)
 def stdlib_sources() -> list[str]:
     folder = Path(os.__file__).parent
@@ -338,6 +476,7 @@ def test_diff_round_trips_on_real_files(case, delete_text):
     edit = ot.diff(old, new, delete_text=delete_text)
     assert ot.apply_text(old, ot.parse(ot.render(edit))) == new
     assert ot.normalize(edit) == edit
+    assert ot.apply_text(old, ot.parse(ot.render(ot.quote(old, edit)))) == new
 
 
 def test_diff_is_small():
@@ -385,7 +524,7 @@ def test_corrupted_delete_text_is_rejected_where_it_differs(data):
     assert not ot.prefix_ok(doc, head + wrong)
     assert not ot.prefix_ok(doc, text)
 
-FRAGMENTS = st.sampled_from(["retain(", "delete(", "insert(", "insert(\"", "delete(\"", ")", ")]", "), ", "(", ",", " ", "\n", "]", "[", '"', "\\",
+FRAGMENTS = st.sampled_from(["retain(", "delete(", "insert(", "seek(", "insert(\"", "delete(\"", "seek(\"", "retain(\"", ")", ")]", "), ", "(", ",", " ", "\n", "]", "[", '"', "\\",
                              "u", "d83d", "de00", "00e9", "n", "0", "1", "12", "-", "a", "é", "😀", "\x01"])
 
 
@@ -399,6 +538,7 @@ def test_prefix_ok_never_recovers(doc, text):
 
 
 any_op = st.one_of(st.builds(Retain, st.integers(-1, 12)), st.builds(Delete, st.integers(-1, 12)),
+                   st.builds(Retain, small_texts), st.builds(Seek, small_texts),
                    st.builds(Delete, small_texts), st.builds(Insert, small_texts))
 
 
@@ -429,14 +569,58 @@ def test_prefix_ok_cases(prefix, ok):
     assert ot.prefix_ok("hello", prefix) is ok
 
 
+@pytest.mark.parametrize("prefix, ok", [
+    ('[seek(', True), ('[seek("', True), ('[seek("llo', True), ('[seek("llo"', True), ('[seek("llo")', True),
+    ('[seek("lx', False), ('[seek("llo"), delete("l', True), ('[seek("llo"), delete("h', False),
+    ('[seek("o"), seek("l', False), ('[seek("l"), seek("l"), retain("ll', True), ('[seek("o"), retain("o"), seek("', False),
+    ('[seek(""', False), ('[seek("\\u006', True), ('[seek("\\u006c', True), ('[seek("\\u0061', False),
+    ('[seek(1', False), ('[retain("he', True), ('[retain("hi', False), ('[retain(""', False),
+])
+def test_prefix_ok_seek_cases(prefix, ok):
+    assert ot.prefix_ok("hello", prefix) is ok
+
+
+def test_prefix_ok_seek_looks_past_an_occurrence_an_escape_cannot_follow():
+    doc = 'x 😀 "q" x\n😁'
+    assert ot.prefix_ok(doc, '[seek("x\\n')
+    assert ot.prefix_ok(doc, '[seek("x\\n\\ud83d\\ude01')
+    assert not ot.prefix_ok(doc, '[seek("x\\n\\ud83d\\ude00')
+    assert ot.prefix_ok(doc, '[seek(" \\"')
+    assert not ot.prefix_ok(doc, '[seek("x\\t')
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc_and_quoted_edit(), st.booleans())
+def test_every_prefix_of_a_quoted_edit_is_ok(case, use_spaced):
+    doc, edit = case
+    text = spaced(edit) if use_spaced else ot.render(edit)
+    assert all(ot.prefix_ok(doc, text[:k]) for k in range(len(text) + 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.booleans())
+def test_an_anchor_is_refused_where_it_stops_occurring(data, ascii_only):
+    """A seek's quote is ok while it occurs in the document at or after the cursor (written raw or as
+    JSON escapes, surrogate pairs included)."""
+    doc, edit = data.draw(doc_and_quoted_edit())
+    anchor = data.draw(small_texts.filter(bool))
+    head = ot.render(edit)[:-1] + (", " if edit.ops else "") + "seek("
+    resolved = ot.resolve(doc, Edit(edit.ops + (Insert("|"),)))  # an end mark keeps the last retain
+    rest = doc[sum(op.length for op in resolved.ops if not isinstance(op, Insert)):]
+    for k in range(len(anchor) + 1):
+        quoted = json.dumps(anchor[:k], ensure_ascii=ascii_only)[:-1]
+        assert ot.prefix_ok(doc, head + quoted) is (anchor[:k] in rest and rest != "")
+
+
 def test_prefix_ok_on_a_long_prefix_is_fast():
     import time
 
     doc = Path(os.__file__).read_text(encoding="utf-8")
-    text = ot.render(ot.diff(doc, doc.replace("def ", "def  ")))
-    start = time.perf_counter()
-    assert ot.prefix_ok(doc, text[: len(text) // 2])
-    assert time.perf_counter() - start < 0.05
+    edit = ot.diff(doc, doc.replace("def ", "def  "))
+    for text in (ot.render(edit), ot.render(ot.quote(doc, edit))):
+        start = time.perf_counter()
+        assert ot.prefix_ok(doc, text[: len(text) // 2])
+        assert time.perf_counter() - start < 0.05
 
 
 # --- the grammar -----------------------------------------------------------------------------
@@ -481,19 +665,26 @@ def test_grammar_compiles():
 
 
 @pytest.mark.parametrize("text", [
-    "[]", " [ ]\n", '[retain(8), delete(6), insert("very very"), retain(10)]',
-    '\n[\n  retain(2) ,\r\n\tdelete("ab"),insert("x")\n]\n', '[insert("a\\nb\\"\\\\\\/\\u00e9")]',
-    '[insert("\\ud83d\\ude00")]', '[insert("😀é\x7f")]', '[delete(-3)]', '[retain(0)]',
+    "[]", " [ ]\n", '[seek("very"), delete("very"), insert("very very")]',
+    '\n[\n  retain("ab") ,\r\n\tdelete("ab"),insert("x")\n]\n', '[insert("a\\nb\\"\\\\\\/\\u00e9")]',
+    '[seek("\\ud83d\\ude00")]', '[insert("😀é\x7f")]', '[seek("")]', '[retain("")]',
 ])
-def test_grammar_accepts_what_parse_accepts(text):
+def test_grammar_accepts_the_quoting_form(text):
     assert parses(text)
     assert grammar_accepts(text)
 
 
+@pytest.mark.parametrize("text", ['[retain(8), delete("x")]', '[delete(6)]', '[retain(0)]', '[delete(-3)]'])
+def test_grammar_leaves_counts_to_people(text):
+    """`edit apply` reads counts; the model may not write them."""
+    assert parses(text)
+    assert not grammar_accepts(text)
+
+
 @pytest.mark.parametrize("text", [
-    "", "[", "[retain(1),]", "[retain(1)] x", "[retain(08)]", "[retain( 8)]", "[retain (8)]",
-    '[insert("\\ud83d")]', '[insert("\\ude00")]', '[insert("a\nb")]', '[insert("\\x")]', '[insert(5)]',
-    "[retain(1) retain(2)]", "[, retain(1)]", "[delete(1.5)]",
+    "", "[", '[seek("a"),]', '[seek("a")] x', "[retain(08)]", '[seek( "a")]', '[seek ("a")]',
+    '[insert("\\ud83d")]', '[insert("\\ude00")]', '[insert("a\nb")]', '[seek("\\x")]', '[insert(5)]',
+    '[seek("a") seek("b")]', '[, seek("a")]', "[delete(1.5)]", '[seek(4)]',
 ])
 def test_grammar_rejects_what_parse_rejects(text):
     assert not parses(text)
@@ -501,14 +692,85 @@ def test_grammar_rejects_what_parse_rejects(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["[", " [", "[\n", "["]), st.sampled_from(["retain(", "delete(", "insert(", "]"]),
+@given(st.sampled_from(["[", " [", "[\n", "["]), st.sampled_from(["retain(", "delete(", "insert(", "seek(", "]"]),
        st.lists(FRAGMENTS, max_size=12))
 def test_grammar_and_parser_agree(start, first, rest):
+    """The grammar accepts exactly what parses without a count."""
     text = start + first + "".join(rest)
-    assert grammar_accepts(text) == parses(text), text
+    assert grammar_accepts(text) == (parses(text) and not counts(ot.parse(text))), text
 
 
-def test_grammar_accepts_rendered_edits():
-    for old, new in [("abc", "abd"), ("line\r\n" * 3, "line\r\nlíne 😀\r\n"), ("", "\x00\"\\")]:
-        text = ot.render(ot.diff(old, new))
-        assert grammar_accepts(text), text
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_grammar_accepts_quoted_edits(data):
+    doc, edit = data.draw(doc_and_quoted_edit())
+    assert grammar_accepts(ot.render(edit))
+    assert grammar_accepts(spaced(edit))
+
+
+def admitted(doc: str, text: str) -> bool:
+    """Whether decoding lets the model write `text`: the grammar takes every byte and, after every
+    character, the token check (`prefix_ok`, as editor/request.py builds it) takes the prefix."""
+    grammar, tokenizer = grammar_and_tokenizer()
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    for k, char in enumerate(text, 1):
+        if not all(matcher.consume_token(b) for b in char.encode("utf-8")) or not ot.prefix_ok(doc, text[:k]):
+            return False
+    return matcher.is_accepting()
+
+
+def applies(doc: str, text: str) -> bool:
+    try:
+        ot.apply_text(doc, ot.parse(text))
+    except (ParseError, ApplyError):
+        return False
+    return True
+
+
+QUOTE_DOC = 'say "hi"\\\nthen 😀 é\tend'
+
+
+@pytest.mark.parametrize("text", [
+    '[seek("hi"), delete("hi"), insert("yo")]', '[seek("\\"hi\\"\\\\\\n")]', '[seek("\\ud83d\\ude00 ")]',
+    '[seek("😀"), retain("😀 \\u00e9\\t"), delete("end")]', '[retain("say"), seek(" "), seek(" \\"")]',
+    '[seek("end"), delete("end"), insert("stop")]', '[seek("say")]',
+    '[seek("hi"), seek("hi"), seek("i")]', '[seek("\\t"), insert("\\u0000")]', '[seek(" \\u00e9")]',
+    # refused: an anchor that does not occur (at all, or after the cursor), a retain or delete of
+    # text that is not at the cursor, an empty quote, a count
+    '[seek("bye")]', '[seek("end"), seek("say")]', '[seek("hi\\"\\"")]', '[seek("\\ud83d\\ude01")]',
+    '[seek("é"), delete("😀")]', '[retain("sya")]', '[seek("")]', '[delete("")]', '[retain(3)]',
+    '[seek("then"), retain("then😀")]', '[seek("hi\\\\\\n")]', '[seek("hi\\"\\\\\\r")]',
+])
+def test_grammar_and_token_check_admit_exactly_the_valid_quotes(text):
+    assert admitted(QUOTE_DOC, text) == (applies(QUOTE_DOC, text) and not counts(ot.parse(text)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_grammar_and_token_check_admit_quoted_edits_and_stop_a_wrong_anchor(data):
+    doc, edit = data.draw(doc_and_quoted_edit())
+    assert admitted(doc, ot.render(edit))
+    missing = data.draw(small_texts.filter(lambda t: t not in doc))
+    assert not admitted(doc, ot.render(Edit(edit.ops + (Seek(missing),))))
+
+
+# --- the Editor ------------------------------------------------------------------------------
+
+def test_taught_model_writes_a_quoting_edit_through_the_editor():
+    """Under the quotes-only grammar and the token check, a tiny model taught the reply makes the edit;
+    the tool turns its quotes into counts."""
+    from editor import prompting
+    from editor.propose import Editor
+    from tests.tiny_models import chat_model, chat_tokenizer, teach
+
+    instruction = "Replace 'really' with 'very very'."
+    tokenizer = chat_tokenizer(REALLY + REALLY_QUOTED)
+    model = chat_model(tokenizer)
+    chat = prompting.messages("ot", path="notes.txt", text=REALLY, instruction=instruction, language=None)
+    teach(model, tokenizer, chat, REALLY_QUOTED)
+    result = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=80).edit(
+        REALLY, instruction, format="ot", path="notes.txt")
+    assert result.ok and result.edit_text == REALLY_QUOTED, result.diagnostics
+    assert result.new_text == "I very very like it.\nIt is very very good.\n"
+    assert ot.render(ot.resolve(REALLY, result.edit)) == ('[retain(2), delete("really"), insert("very very"), '
+                                                          'retain(16), delete("really"), insert("very very")]')

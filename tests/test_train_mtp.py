@@ -207,7 +207,9 @@ def test_corpus_answers_apply_to_give_the_new_text(tmp_path):
     patch = apply_patch.parse(answer("apply_patch", pair))
     [change] = apply_patch.apply(MemoryFiles({"m.py": text}), patch, target="m.py")
     assert change.new_text == new
-    assert ot.apply_text(text, ot.parse(answer("ot", pair))) == new
+    quoted = ot.parse(answer("ot", pair))
+    assert ot.apply_text(text, quoted) == new
+    assert all(op.text is not None for op in quoted.ops)  # quotes, no counts: what the model's grammar admits
     old_version = source
     new_version = source.replace("total = x + 5", "total = x - 5")
     windows = list(diff_windows(old_version, new_version, rng))

@@ -183,7 +183,7 @@ def synthetic_pairs(files: list[Path], rng: random.Random, limit: int) -> list[E
 def answer(fmt: str, pair: EditPair) -> str:
     if fmt == "apply_patch":
         return apply_patch.render(apply_patch.diff(pair.old, pair.new, pair.path))
-    return ot.render(ot.diff(pair.old, pair.new))
+    return ot.render(ot.quote(pair.old, ot.diff(pair.old, pair.new)))  # quotes, as the model writes OT
 
 
 def encode_pair(tokenizer, pair: EditPair, fmt: str) -> TrainSequence | None:

@@ -5,9 +5,14 @@
 Counts are Unicode code points of `Document.text` (BOM removed, line endings as stored). Strings use
 JSON escapes. The ottypes JSON form `[8, {"d": "very"}, "very very", 10]` is read too. The library
 functions (`compose`, `invert`, `transform`, `normalize`) follow ottypes/text-unicode, so ops can be
-exchanged with ShareJS-style collaborative editors; `diff` makes an edit from two texts and
-`prefix_ok` checks an unfinished edit against the document while a model writes it (the grammar
-cannot count).
+exchanged with ShareJS-style collaborative editors; `diff` makes an edit from two texts.
+
+A model does not count (a small one miscounts): it quotes. `seek("very")` keeps the text up to the
+first occurrence of "very" at or after the cursor, `retain("text")` and `delete("text")` name the
+text at the cursor. The grammar admits only these quoting forms, `prefix_ok` checks each quote
+against the document while the model writes it, and `resolve` turns the quotes into counts:
+
+    [seek("very"), delete("very"), insert("very very")]  ->  [retain(8), delete("very"), insert("very very")]
 """
 
 from __future__ import annotations
@@ -23,19 +28,8 @@ from ..files import FileChange, Files, Staging
 
 
 @dataclass(frozen=True)
-class Retain:
-    """Keep the next `count` code points."""
-
-    count: int
-
-    @property
-    def length(self) -> int:
-        return self.count
-
-
-@dataclass(frozen=True)
-class Delete:
-    """Remove the next code points: `value` is their number, or their text (checked against the file)."""
+class _Span:
+    """The next code points: `value` is their number, or their text (checked against the file)."""
 
     value: Union[int, str]
 
@@ -46,6 +40,14 @@ class Delete:
     @property
     def text(self) -> str | None:
         return self.value if isinstance(self.value, str) else None
+
+
+class Retain(_Span):
+    """Keep the next code points."""
+
+
+class Delete(_Span):
+    """Remove the next code points."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,15 @@ class Insert:
         return len(self.text)
 
 
-Op = Union[Retain, Delete, Insert]
+@dataclass(frozen=True)
+class Seek:
+    """Keep the text up to the first occurrence of `text` at or after the cursor, which moves to
+    where `text` starts. Its length depends on the document: `resolve` makes it a Retain."""
+
+    text: str
+
+
+Op = Union[Retain, Delete, Insert, Seek]
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class Edit:
 # --- the text syntax -------------------------------------------------------------------------
 
 _SPACE = " \t\r\n"  # JSON whitespace; the grammar's _SPACE
-_KEYWORDS = ("retain", "delete", "insert")
+_KEYWORDS = ("retain", "delete", "insert", "seek")
+_STRING_ONLY = ("insert", "seek")
 _COUNT_START = "-0123456789"
 _COUNT_PREFIX = re.compile(r"-?[0-9]*")
 _COUNT = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -172,23 +183,22 @@ def _read_op(text: str, i: int) -> tuple[Op, int]:
         if len(text) - i < len(head) and head.startswith(text[i:]):
             raise _Cut(_Unfinished(keyword))
     else:
-        raise _Malformed("expected an op: retain(N), delete(N), delete(\"text\") or insert(\"text\"); "
-                         f"found {_found(text, i)}", i)
+        raise _Malformed('expected an op: seek("text"), retain("text"), delete("text"), insert("text"), '
+                         f"retain(N) or delete(N); found {_found(text, i)}", i)
     i += len(keyword) + 1
     if i == len(text):
         raise _Cut(_Unfinished(keyword))
     op: Op
-    if keyword == "insert" or (keyword == "delete" and text[i] == '"'):
+    if keyword in _STRING_ONLY or text[i] == '"':
         if text[i] != '"':
-            raise _Malformed(f'insert( takes a JSON string, found {_found(text, i)}', i)
+            raise _Malformed(f'{keyword}( takes a JSON string, found {_found(text, i)}', i)
         value, i, closed = _read_string(text, i)
         if not closed:
             raise _Cut(_Unfinished(keyword, text=value, escape=text[i:]))
-        op = Insert(value) if keyword == "insert" else Delete(value)
+        op = {"insert": Insert, "seek": Seek, "retain": Retain, "delete": Delete}[keyword](value)
     else:
         if text[i] not in _COUNT_START:
-            takes = "a count" if keyword == "retain" else "a count or a JSON string"
-            raise _Malformed(f"{keyword}( takes {takes}, found {_found(text, i)}", i)
+            raise _Malformed(f"{keyword}( takes a JSON string or a count, found {_found(text, i)}", i)
         digits = _COUNT_PREFIX.match(text, i).group()
         if i + len(digits) == len(text):
             raise _Cut(_Unfinished(keyword, digits=digits))
@@ -318,12 +328,10 @@ def parse(text: str) -> Edit:
 
 
 def _render_op(op: Op) -> str:
-    if isinstance(op, Retain):
-        return f"retain({op.count})"
-    if isinstance(op, Insert):
-        return f"insert({json.dumps(op.text, ensure_ascii=False)})"
+    if isinstance(op, (Insert, Seek)):
+        return f"{type(op).__name__.lower()}({json.dumps(op.text, ensure_ascii=False)})"
     value = op.value if isinstance(op.value, int) else json.dumps(op.value, ensure_ascii=False)
-    return f"delete({value})"
+    return f"{type(op).__name__.lower()}({value})"
 
 
 def render(edit: Edit) -> str:
@@ -332,16 +340,18 @@ def render(edit: Edit) -> str:
 
 
 def to_json(edit: Edit) -> list:
-    """The ottypes form of an edit, for exchange with ottypes/text-unicode."""
+    """The ottypes form of an edit, for exchange with ottypes/text-unicode (a quoted retain becomes
+    its count; a seek needs `resolve` first)."""
     out: list = []
-    for op in edit.ops:
-        out.append(op.count if isinstance(op, Retain) else op.text if isinstance(op, Insert)
+    for number, op in enumerate(edit.ops, 1):
+        _check_counted(op, number)
+        out.append(op.length if isinstance(op, Retain) else op.text if isinstance(op, Insert)
                    else {"d": op.value})
     return out
 
 
 def looks_like(text: str) -> bool:
-    """A bracketed list of retain/delete/insert ops, or a JSON list of ottypes ops."""
+    """A bracketed list of retain/delete/insert/seek ops, or a JSON list of ottypes ops."""
     if _starts_json(text):
         try:
             _parse_json(text)
@@ -377,11 +387,20 @@ def _step(doc: str, cursor: int, op: Op, number: int) -> int:
         if op.text:
             return cursor
         problem = 'inserts nothing; leave it out'
-    elif isinstance(op, Delete) and op.text == "":
-        problem = "deletes nothing; leave it out"
+    elif op.text == "":
+        problem = f"{type(op).__name__.lower()}s nothing; leave it out"
+    elif isinstance(op, Seek):
+        found = doc.find(op.text, cursor)
+        if found >= 0:
+            return found
+        problem = f"{_quote(op.text, 0)} does not occur at or after the cursor"
+        earlier = doc.find(op.text)
+        if earlier >= 0:
+            problem += (" (only before it, first at line {} column {}: ops go through the document "
+                        "in order)").format(*_line_column(doc, earlier))
     elif op.length <= 0:
         problem = "the count must be positive"
-    elif isinstance(op, Delete) and op.text is not None:
+    elif op.text is not None:
         found = doc[cursor:cursor + op.length]
         if found == op.text:
             return cursor + op.length
@@ -400,17 +419,19 @@ def _step(doc: str, cursor: int, op: Op, number: int) -> int:
 
 
 def _walk(doc: str, edit: Edit) -> tuple[str, list[Op]]:
-    """Apply edit to doc: (new text, the ops with every delete carrying its text)."""
+    """Apply edit to doc: (new text, the ops with every retain and seek a count and every delete
+    carrying its text)."""
     pieces = []
     invertible: list[Op] = []
     cursor = 0
     for number, op in enumerate(edit.ops, 1):
         after = _step(doc, cursor, op, number)
-        if isinstance(op, Retain):
+        if isinstance(op, (Retain, Seek)):
             pieces.append(doc[cursor:after])
+            op = Retain(after - cursor)
         elif isinstance(op, Insert):
             pieces.append(op.text)
-        if isinstance(op, Delete):
+        else:
             op = Delete(doc[cursor:after])
         invertible.append(op)
         cursor = after
@@ -421,6 +442,43 @@ def _walk(doc: str, edit: Edit) -> tuple[str, list[Op]]:
 def apply_text(text: str, edit: Edit) -> str:
     """The text after the edit; ApplyError (op number as `hunk`, document line) when it does not fit."""
     return _walk(text, edit)[0]
+
+
+def resolve(text: str, edit: Edit) -> Edit:
+    """The edit with counts for its quotes: seeks and retains become Retain(n), deletes carry their
+    text, normalized. It applies to `text` as `edit` does; ApplyError where `edit` does not apply."""
+    return normalize(Edit(tuple(_walk(text, edit)[1])))
+
+
+def quote(text: str, edit: Edit) -> Edit:
+    """The edit in the model's quoting form, the inverse of `resolve`: each kept stretch becomes a
+    seek to the text after it (the next delete's text when that is the first occurrence, else the
+    shortest quote that is), or a retain of its text where that is shorter or no quote finds the
+    place; deletes carry their text. `resolve(text, quote(text, e)) == resolve(text, e)`."""
+    ops: list[Op] = []
+    cursor = 0
+    counted = resolve(text, edit).ops
+    for number, op in enumerate(counted):
+        if isinstance(op, Retain):
+            end = cursor + op.length
+            following = counted[number + 1] if number + 1 < len(counted) else None
+            ops.append(_seek_or_retain(text, cursor, end, following))
+            cursor = end
+        else:
+            ops.append(op)
+            cursor += 0 if isinstance(op, Insert) else op.length
+    return Edit(tuple(ops))
+
+
+def _seek_or_retain(text: str, start: int, end: int, following: Op | None) -> Op:
+    """A quote that keeps text[start:end]."""
+    if isinstance(following, Delete) and text.find(following.text, start) == end:
+        return Seek(following.text)
+    for length in range(1, min(end - start, len(text) - end) + 1):
+        anchor = text[end:end + length]
+        if text.find(anchor, start) == end:
+            return Seek(anchor)
+    return Retain(text[start:end])
 
 
 def apply(files: Files, edit: Edit, *, target: str | None = None, partial: bool = False) -> list[FileChange]:
@@ -440,8 +498,10 @@ def apply(files: Files, edit: Edit, *, target: str | None = None, partial: bool 
 
 def prefix_ok(document: str, partial_edit_text: str) -> bool:
     """False when this prefix of a text-syntax edit can no longer become an edit that applies to
-    `document`: a malformed prefix, an op that does not fit, a count whose digits already pass the
-    end, a delete("...") whose characters so far differ from the document. Re-scans the prefix."""
+    `document`: a malformed prefix, an op that does not fit, a seek("...") whose characters so far
+    occur nowhere at or after the cursor, a retain("...") or delete("...") whose characters so far
+    differ from the document at the cursor, a count whose digits already pass the end. Re-scans the
+    prefix."""
     cursor = 0
     try:
         for number, op in enumerate(_scan(partial_edit_text), 1):
@@ -465,17 +525,30 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
         return True
     if reading.keyword == "insert":
         return True
+    if reading.keyword == "seek" and reading.text is not None:
+        at = doc.find(reading.text, cursor)
+        while at >= 0 and not _may_quote(doc, at, reading.text, reading.escape):
+            at = doc.find(reading.text, at + 1)
+        return at >= 0
     if reading.text is not None:
-        if not (left > 0 and doc.startswith(reading.text, cursor)):
-            return False
-        following = cursor + len(reading.text)
-        return not reading.escape or (following < len(doc) and _may_spell(reading.escape, doc[following]))
+        return _may_quote(doc, cursor, reading.text, reading.escape)
     digits = reading.digits or ""
     if digits.startswith(("-", "0")):
         return False  # negative, zero, or a leading zero (no digit can follow it)
     if not digits:
         return left > 0
     return len(digits) <= len(str(left)) and int(digits) <= left
+
+
+def _may_quote(doc: str, at: int, text: str, escape: str) -> bool:
+    """Whether a quote read so far as `text`, then the unfinished `escape`, can still become a
+    non-empty quote of the document at `at`."""
+    if not doc.startswith(text, at):
+        return False
+    following = at + len(text)
+    if text and not escape:
+        return True
+    return following < len(doc) and (not escape or _may_spell(escape, doc[following]))
 
 
 def _may_spell(escape: str, char: str) -> bool:
@@ -512,7 +585,7 @@ def _append(ops: list[Op], op: Op) -> None:
     if ops and type(ops[-1]) is type(op):
         last = ops[-1]
         if isinstance(op, Retain):
-            op = Retain(last.count + op.count)
+            op = Retain(last.length + op.length)
         elif isinstance(op, Insert):
             op = Insert(last.text + op.text)
         elif isinstance(last.value, str) and isinstance(op.value, str):
@@ -522,6 +595,13 @@ def _append(ops: list[Op], op: Op) -> None:
         ops[-1] = op
     else:
         ops.append(op)
+
+
+def _check_counted(op: Op, number: int) -> None:
+    """ApplyError for a seek: how far it goes depends on the document."""
+    if isinstance(op, Seek):
+        raise ApplyError(f"op {number} {_show(op)} is found in a document: resolve(document, edit) "
+                         "first", hunk=number)
 
 
 def _finish(ops: list[Op]) -> Edit:
@@ -535,6 +615,7 @@ def normalize(edit: Edit) -> Edit:
     negative count."""
     ops: list[Op] = []
     for number, op in enumerate(edit.ops, 1):
+        _check_counted(op, number)
         if op.length < 0:
             raise ApplyError(f"op {number} {_show(op)}: the count must be positive", hunk=number)
         _append(ops, op)
@@ -578,7 +659,7 @@ def compose(a: Edit, b: Edit) -> Edit:
     ops: list[Op] = []
     for op in normalize(b).ops:
         if isinstance(op, Retain):
-            length = op.count
+            length = op.length
             while length > 0:
                 piece = first.take(length, Delete)
                 _append(ops, piece)
@@ -591,8 +672,8 @@ def compose(a: Edit, b: Edit) -> Edit:
             while offset < op.length:
                 piece = first.take(op.length - offset, Delete)
                 if isinstance(piece, Retain):  # b deletes text that a kept
-                    _append(ops, _slice(op, offset, offset + piece.count))
-                    offset += piece.count
+                    _append(ops, _slice(op, offset, offset + piece.length))
+                    offset += piece.length
                 elif isinstance(piece, Insert):  # b deletes text that a inserted: neither happens
                     offset += piece.length
                 else:
@@ -611,7 +692,7 @@ def transform(edit: Edit, other: Edit, side: Literal["left", "right"]) -> Edit:
     ops: list[Op] = []
     for op in normalize(other).ops:
         if isinstance(op, Retain):
-            length = op.count
+            length = op.length
             while length > 0:
                 piece = mine.take(length, Insert)
                 _append(ops, piece)
