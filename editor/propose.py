@@ -44,7 +44,7 @@ FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*\Z", re.S | re.M)
 class EditResult:
     path: str
     format: str
-    edit_text: str  # the model's last output
+    edit_text: str  # the model's last output (OT: resolved to counts; udiff: hunk counts made right)
     edit: object | None  # the parsed edit (None when every try was rejected)
     old_text: str
     new_text: str | None  # None when every try was rejected
@@ -150,6 +150,9 @@ class Editor:
                 diagnostics.append({"attempt": attempt + 1, **exc.to_json()})
                 feedback.append((output, str(exc)))
                 edit, new_text = None, None
+        if fmt == "ot" and edit is not None:  # the model quotes; the edit handed out is canonical OT, with counts
+            edit = formats.get("ot").resolve(text, edit)
+            output = formats.get("ot").render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
                           stats_json(totals, attempts, prompt_tokens))

@@ -770,7 +770,8 @@ def test_taught_model_writes_a_quoting_edit_through_the_editor():
     teach(model, tokenizer, chat, REALLY_QUOTED)
     result = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=80).edit(
         REALLY, instruction, format="ot", path="notes.txt")
-    assert result.ok and result.edit_text == REALLY_QUOTED, result.diagnostics
+    canonical = ('[retain(2), delete("really"), insert("very very"), '
+                 'retain(16), delete("really"), insert("very very")]')
+    assert result.ok and result.edit_text == canonical, result.diagnostics
     assert result.new_text == "I very very like it.\nIt is very very good.\n"
-    assert ot.render(ot.resolve(REALLY, result.edit)) == ('[retain(2), delete("really"), insert("very very"), '
-                                                          'retain(16), delete("really"), insert("very very")]')
+    assert result.edit == ot.resolve(REALLY, ot.parse(REALLY_QUOTED))

@@ -241,7 +241,7 @@ def test_tool_errors_say_what_went_wrong(root):
                 await call_error(session, "validate", path="src/app.py", language="cobol"))
 
     null_root, language = session_run(root, steps)
-    assert "root 'src\\x00'" in null_root and "null byte" in null_root
+    assert "root 'src\\x00'" in null_root and "NUL are refused" in null_root
     assert "unknown language 'cobol'" in language
 
 
