@@ -6,7 +6,16 @@ import pytest
 
 from bench.decode import decode, markdown_decode
 from bench.items import filler_pool, load_items, passes, pick, split_imports, steering_set
-from bench.quality import FAILURES, ResultCache, check_formats, failure, markdown_quality, quality, run_item
+from bench.quality import (
+    FAILURES,
+    ResultCache,
+    check_formats,
+    failure,
+    markdown_quality,
+    plot_quality,
+    quality,
+    run_item,
+)
 from editor.errors import ApplyError, EditError, ParseError, StoppedError, ValidationError
 from editor.propose import Editor, EditResult
 from tests.tiny_models import chat_model, chat_tokenizer
@@ -84,7 +93,7 @@ def test_bench_decode_command_refuses_bad_options_before_loading_a_model(options
 
 
 @pytest.mark.shared
-def test_quality_scores_each_format(tiny):
+def test_quality_scores_each_format(tiny, tmp_path):
     model, tokenizer, items = tiny
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=16, max_retries=0)
     results = quality(editor, items, ["ot", "whole"])
@@ -97,6 +106,8 @@ def test_quality_scores_each_format(tiny):
               "mtp": False, "items": 1, "results": results}
     table = markdown_quality(report)
     assert "| whole |" in table and "max retries 0, MTP off" in table and "| budget or runaway |" in table
+    plot_quality([report], tmp_path / "quality.png")
+    assert (tmp_path / "quality.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.shared
