@@ -123,8 +123,8 @@ def markdown_quality(report: dict) -> str:
     for r in report["results"]:
         failures = " | ".join(str(r["failures"][k]) for k in FAILURES)
         lines.append(f"| {r['format']} | {r['pass_at_1']:.2f} | {r['well_formed']:.2f} | {failures} | "
-                     f"{r['mean_output_tokens']:.0f} / {r['median_output_tokens']:.0f} | {r['mean_prompt_tokens']:.0f} | "
-                     f"{r['p50_seconds']:.1f} / {r['p90_seconds']:.1f} |")
+                     f"{r['mean_output_tokens']:.0f} / {r['median_output_tokens']:.0f} | "
+                     f"{r['mean_prompt_tokens']:.0f} | {r['p50_seconds']:.1f} / {r['p90_seconds']:.1f} |")
     return "\n".join(lines)
 
 

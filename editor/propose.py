@@ -207,8 +207,8 @@ def stopped(finish_reason: str, budget: int, name: str) -> None:
     if finish_reason == "repetition":
         raise StoppedError("stopped: the output repeats itself; write the edit once, then end", file=name)
     if finish_reason == "length":
-        raise StoppedError(f"output budget of {budget} tokens reached before the edit ended; keep the edit to what was asked",
-                           file=name)
+        raise StoppedError(f"output budget of {budget} tokens reached before the edit ended; keep the edit to "
+                           "what was asked", file=name)
 
 
 def stats_json(stats: Stats, attempts: int, prompt_tokens: int) -> dict:
