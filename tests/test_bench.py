@@ -37,7 +37,7 @@ def test_unknown_benchmark_and_format_are_refused():
         load_items("nope")
     with pytest.raises(ValueError):
         check_formats(["apply_patch", "nope"])
-    assert check_formats(["all"])[-1] == "whole"
+    assert check_formats(["all"]) == ["apply_patch", "udiff", "ot", "rule", "block", "whole"]
 
 
 @pytest.fixture(scope="module")
