@@ -1,53 +1,135 @@
 """Edit quality (`edit bench quality`): pass@1 of each item's tests after the edit, per format, with
-`whole` (the file rewritten) beside the structured formats. Results are dicts ready for JSON;
-`markdown_quality` and `plot_quality` make the table and chart of docs/BENCHMARKS.md."""
+`whole` (the file rewritten) beside the structured formats, and why each failed item failed. Results are
+dicts ready for JSON; `markdown_quality` and `plot_quality` make the table and chart of docs/BENCHMARKS.md.
+
+A run of every format over a benchmark takes hours on a CPU: with a `ResultCache` each item's result is
+kept as it is made, and a rerun with the same settings skips what is done."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import re
 import statistics
 import time
 from pathlib import Path
 
-from editor.propose import FORMATS, Editor
+from editor import prompting
+from editor.propose import FORMATS, Editor, EditResult
 
 from .items import Item, passes
 
-def quality(editor: Editor, items: list[Item], formats: list[str], on_item=None) -> list[dict]:
-    """pass@1 (greedy), well-formed rate and cost per format, all formats on the same items."""
+PATH = "item.py"  # the name each item's file is edited under
+# Why an item failed: the Editor's last rejected try (by its EditError class), or the item's tests.
+FAILURES = ("no_parse", "no_match", "validation", "tests_failed", "runaway", "error")
+ERROR_FAILURES = {"ParseError": "no_parse", "ApplyError": "no_match", "ValidationError": "validation",
+                  "StoppedError": "runaway"}
+FAILURE_HEADERS = {"no_parse": "no parse", "no_match": "no match", "validation": "rejected by validation",
+                   "tests_failed": "tests failed", "runaway": "budget or runaway", "error": "error"}
+
+
+class ResultCache:
+    """One small JSON file per (settings, format, item, prompt hash) under `folder`: a rerun with the same
+    settings skips the items done, and a changed prompt (template or item) is run again."""
+
+    def __init__(self, folder: Path, settings: dict):
+        self.folder = Path(folder).joinpath(*(_slug(f"{key}-{settings[key]}") for key in sorted(settings)))
+
+    def path(self, fmt: str, item: Item) -> Path:
+        return self.folder / fmt / f"{_slug(item.task_id)}-{prompt_hash(fmt, item)[:16]}.json"
+
+    def get(self, fmt: str, item: Item) -> dict | None:
+        path = self.path(fmt, item)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def put(self, fmt: str, item: Item, row: dict) -> None:
+        path = self.path(fmt, item)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")  # a stopped run leaves no half-written result
+        partial.write_text(json.dumps(row), encoding="utf-8")
+        os.replace(partial, path)
+
+
+def prompt_hash(fmt: str, item: Item) -> str:
+    """The first try's prompt as the Editor builds it (template, file, instruction), hashed."""
+    chat = prompting.messages(fmt, path=PATH, text=item.code, instruction=item.instruction, language="python")
+    return hashlib.sha256(json.dumps(chat).encode("utf-8")).hexdigest()
+
+
+def quality(editor: Editor, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,
+            on_item=None) -> list[dict]:
+    """pass@1 (greedy), well-formed rate, failure breakdown and cost per format, all formats on the same items."""
     results = []
     for fmt in formats:
         rows = []
         for item in items:
-            started = time.perf_counter()
-            result = editor.edit(item.code, item.instruction, format=fmt, path="item.py", language="python")
-            rows.append({"ok": result.ok, "passed": result.ok and passes(result.new_text, item.test),
-                         "output_tokens": result.stats["output_tokens"],
-                         "prompt_tokens": result.stats["prompt_tokens"],
-                         "seconds": time.perf_counter() - started})
+            row = cache.get(fmt, item) if cache else None
+            if row is None:
+                row = run_item(editor, item, fmt)
+                if cache:
+                    cache.put(fmt, item, row)
+            rows.append(row)
             if on_item:
-                on_item(fmt, item, rows[-1])
-        results.append({"format": fmt,
-                        "pass_at_1": _mean(r["passed"] for r in rows),
-                        "well_formed": _mean(r["ok"] for r in rows),
-                        "mean_output_tokens": _mean(r["output_tokens"] for r in rows),
-                        "mean_prompt_tokens": _mean(r["prompt_tokens"] for r in rows),
-                        "mean_seconds": _mean(r["seconds"] for r in rows)})
+                on_item(fmt, item, row)
+        results.append(summarize(fmt, rows))
     return results
 
 
+def run_item(editor: Editor, item: Item, fmt: str) -> dict:
+    started = time.perf_counter()
+    try:
+        result = editor.edit(item.code, item.instruction, format=fmt, path=PATH, language="python")
+    except Exception as exc:  # one item that breaks the pipeline is a finding, not the end of a run of hours
+        return {"task_id": item.task_id, "ok": False, "passed": False, "failure": "error",
+                "message": f"{type(exc).__name__}: {exc}", "attempts": 0, "output_tokens": 0, "prompt_tokens": 0,
+                "seconds": time.perf_counter() - started}
+    passed = result.ok and passes(result.new_text, item.test)
+    return {"task_id": item.task_id, "ok": result.ok, "passed": passed, "failure": failure(result, passed),
+            "message": None if result.ok else result.diagnostics[-1]["message"],
+            "attempts": result.stats["attempts"], "output_tokens": result.stats["output_tokens"],
+            "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started}
+
+
+def failure(result: EditResult, passed: bool) -> str | None:
+    """Why the item failed (one of FAILURES), None when it passed: the last try's rejection, or the tests."""
+    if result.ok:
+        return None if passed else "tests_failed"
+    return ERROR_FAILURES.get(result.diagnostics[-1].get("error"), "error")
+
+
+def summarize(fmt: str, rows: list[dict]) -> dict:
+    tokens, seconds = [r["output_tokens"] for r in rows], [r["seconds"] for r in rows]
+    return {"format": fmt, "items": len(rows),
+            "pass_at_1": _mean(r["passed"] for r in rows),
+            "well_formed": _mean(r["ok"] for r in rows),
+            "failures": {kind: sum(r["failure"] == kind for r in rows) for kind in FAILURES},
+            "mean_output_tokens": _mean(tokens),
+            "median_output_tokens": statistics.median(tokens) if tokens else 0,
+            "mean_prompt_tokens": _mean(r["prompt_tokens"] for r in rows),
+            "mean_seconds": _mean(seconds),
+            "p50_seconds": _percentile(seconds, 0.5),
+            "p90_seconds": _percentile(seconds, 0.9),
+            "rows": rows}
+
 
 def markdown_quality(report: dict) -> str:
-    lines = [f"{report['benchmark']}, {report['model']}, {report['items']} items",
-             "", "| format | pass@1 | well-formed | output tokens | prompt tokens | seconds/item |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"{report['benchmark']} ({report['set']}), {report['model']}, {report['quantize']}, "
+             f"max retries {report['max_retries']}, MTP {'on' if report['mtp'] else 'off'}, {report['items']} items",
+             "", "| format | pass@1 | well-formed | " + " | ".join(FAILURE_HEADERS[k] for k in FAILURES)
+             + " | output tokens mean / median | prompt tokens | seconds p50 / p90 |",
+             "|---|---:|---:|" + "---:|" * len(FAILURES) + "---:|---:|---:|"]
     for r in report["results"]:
-        lines.append(f"| {r['format']} | {r['pass_at_1']:.2f} | {r['well_formed']:.2f} | "
-                     f"{r['mean_output_tokens']:.0f} | {r['mean_prompt_tokens']:.0f} | {r['mean_seconds']:.1f} |")
+        failures = " | ".join(str(r["failures"][k]) for k in FAILURES)
+        lines.append(f"| {r['format']} | {r['pass_at_1']:.2f} | {r['well_formed']:.2f} | {failures} | "
+                     f"{r['mean_output_tokens']:.0f} / {r['median_output_tokens']:.0f} | "
+                     f"{r['mean_prompt_tokens']:.0f} | {r['p50_seconds']:.1f} / {r['p90_seconds']:.1f} |")
     return "\n".join(lines)
 
 
-
 def plot_quality(reports: list[dict], path: Path) -> None:
+    """One chart per report: per format, a bar of the items that passed and, stacked on it, why the others failed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,11 +138,15 @@ def plot_quality(reports: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 3.5), squeeze=False)
     for ax, report in zip(axes[0], reports):
         names = [r["format"] for r in report["results"]]
-        ax.bar(names, [r["pass_at_1"] for r in report["results"]], label="pass@1")
-        ax.plot(names, [r["well_formed"] for r in report["results"]], "ko", label="well-formed")
+        bottom = [0.0] * len(names)
+        for kind in ("passed", *FAILURES):
+            shares = [r["pass_at_1"] if kind == "passed" else r["failures"][kind] / max(r["items"], 1)
+                      for r in report["results"]]
+            ax.bar(names, shares, bottom=bottom, label=FAILURE_HEADERS.get(kind, kind))
+            bottom = [b + s for b, s in zip(bottom, shares)]
         ax.set_ylim(0, 1)
         ax.set_title(f"{report['benchmark']} ({report['items']} items)")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -68,6 +154,16 @@ def plot_quality(reports: list[dict], path: Path) -> None:
 def _mean(values) -> float:
     values = [float(v) for v in values]
     return statistics.fmean(values) if values else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least a fraction q of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 def check_formats(names: list[str]) -> list[str]:

@@ -74,7 +74,32 @@ class Stats:
 class Generation:
     tokens: list[int]  # generated tokens, without the prompt and without the stopping EOS
     stats: Stats
-    finish_reason: str = "length"  # "eos" | "grammar" | "length"
+    finish_reason: str = "length"  # "eos" | "grammar" | "length" | "repetition" (see `repeats_itself`)
+
+
+# --- repetition guard ----------------------------------------------------------------------------------------
+
+# A greedy small model that falls into a loop does not leave it, though the loop may vary (two cycles interleaved).
+# Stop when the last REPEAT_WINDOW output tokens hold at most REPEAT_MAX_DISTINCT distinct 4-grams: real code that
+# long has several times more (no window of EditEval's or HumanEvalFix's files, or of 150 stdlib modules, has so
+# few under byte-level BPEs of 1,200 and 16,000 tokens), and a cycle of up to 32 tokens has at most 32.
+REPEAT_WINDOW = 192
+REPEAT_NGRAM = 4
+REPEAT_MAX_DISTINCT = 32
+
+
+def repeats_itself(tokens: list[int], end: int, begin: int = 0) -> bool:
+    """True when tokens[begin:end] ends in a window that repeats a few 4-grams over and over."""
+    if end - begin < REPEAT_WINDOW:
+        return False
+    grams = {tuple(tokens[i:i + REPEAT_NGRAM]) for i in range(end - REPEAT_WINDOW, end - REPEAT_NGRAM + 1)}
+    return len(grams) <= REPEAT_MAX_DISTINCT
+
+
+def first_repetition(tokens: list[int], checked: int, begin: int) -> int | None:
+    """The shortest length past `checked` at which tokens[begin:length] repeats itself, if any: where plain
+    decoding would stop, whatever the drafts accepted in the same step."""
+    return next((end for end in range(checked + 1, len(tokens) + 1) if repeats_itself(tokens, end, begin)), None)
 
 
 # --- sampling --------------------------------------------------------------------------------------------------
@@ -387,6 +412,7 @@ class Generator:
         tokens = list(prompt_ids)
         k = self.max_draft if not self.adaptive else max(1, self.max_draft // 2)
         finish = "length"
+        end = None  # where the output is cut when it repeats itself
 
         drafters = list(drafters)
         with capture_hidden(self.model, any(d.needs_hidden for d in drafters)) as hidden:
@@ -413,8 +439,12 @@ class Generator:
                     forced = forced[:stop]
                     grammar.consume(forced)
                     tokens += forced
+                    end = first_repetition(tokens, len(tokens) - len(forced), len(prompt_ids))
                     stats.forced_tokens += len(forced)
                     stats.new_tokens = len(tokens) - len(prompt_ids)
+                    if end is not None:
+                        finish = "repetition"
+                        break
                     if stop is not None:
                         finish = "eos"
                         break
@@ -460,6 +490,7 @@ class Generator:
                     cache.crop(-rejected)
                 cached += len(pending) + accepted
 
+                before = len(tokens)
                 tokens += draft_tokens[:accepted]
                 if draft_tokens:
                     stats.proposed_per_drafter[draft.source] = stats.proposed_per_drafter.get(draft.source, 0) + len(draft_tokens)
@@ -472,14 +503,18 @@ class Generator:
                 else:
                     grammar.consume([token])
                     tokens.append(token)
+                end = first_repetition(tokens, before, len(prompt_ids))
+                if end is not None:
+                    finish = "repetition"
                 stats.new_tokens = len(tokens) - len(prompt_ids)
                 stats.refresh(started)
                 if on_progress is not None:
                     on_progress(stats)
-                if finish == "eos":
+                if finish in ("eos", "repetition"):
                     break
 
         self._cache, self._cache_tokens = cache, tokens[:cached]
-        stats.new_tokens = len(tokens) - len(prompt_ids)
+        output = tokens[len(prompt_ids):end]
+        stats.new_tokens = len(output)
         stats.refresh(started)
-        return Generation(tokens[len(prompt_ids):], stats, finish)
+        return Generation(output, stats, finish)

@@ -60,6 +60,10 @@ class ValidationError(EditError):
         self.issues = list(issues or [])
 
 
+class StoppedError(EditError):
+    """The model's output was cut off before it ended: it repeated itself, or it reached the output budget."""
+
+
 class UnsafePathError(EditError):
     """A path that is absolute, climbs with `..`, or leads out of the root through a symlink."""
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
-from .errors import EditError, ParseError
 from .diffing import unified_diff
+from .errors import EditError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, decode, read_regular
 from .request import build_request, mtp_drafter
 
@@ -85,11 +85,12 @@ class Editor:
     speculative decoding off (plain constrained decoding, the same output when greedy). `mtp` (on by
     default) adds the model's MTP heads, where it has some (shipped or native; float32 models only), to
     the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
+    Each try's output budget follows the file and format (`request.output_budget`), capped by `max_new_tokens`.
     """
 
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
                  spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
-                 max_new_tokens: int = 1024, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True):
+                 max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True):
         from decoding.generate import Generator
 
         if model_obj is None:
@@ -133,21 +134,22 @@ class Editor:
         totals, prompt_tokens, attempts = Stats(), 0, 0
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
-            output, stats, prompt_len = self._generate(fmt, name, text, instruction, language, feedback,
-                                                       on_progress)
-            totals.merge(stats)
-            prompt_tokens += prompt_len
+            output, generation, request = self._generate(fmt, name, text, instruction, language, feedback,
+                                                         on_progress)
+            totals.merge(generation.stats)
+            prompt_tokens += len(request.prompt_ids)
             attempts += 1
             if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
                 output = formats.get("udiff").recount(output)
             try:
+                stopped(generation.finish_reason, request.max_new_tokens, name)
                 edit, new_text = self._apply(fmt, name, text, output, language)
                 problem = check(new_text) if check else None
                 if problem:
                     raise EditError(problem, file=name)
                 break
             except EditError as exc:
-                diagnostics.append({"attempt": attempt + 1, **exc.to_json()})
+                diagnostics.append({"attempt": attempt + 1, "error": type(exc).__name__, **exc.to_json()})
                 feedback.append((output, str(exc)))
                 edit, new_text = None, None
         if fmt == "ot" and edit is not None:  # the model quotes; the edit handed out is canonical OT, with counts
@@ -176,7 +178,7 @@ class Editor:
                                              max_new_tokens=request.max_new_tokens, temperature=self.temperature,
                                              seed=self.seed, on_progress=on_progress, drafters=request.drafters)
         output = self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
-        return output, generation.stats, len(request.prompt_ids)
+        return output, generation, request
 
     @staticmethod
     def _apply(fmt, name, text, output, language):
@@ -202,6 +204,15 @@ class Editor:
         if new_text == text:
             raise EditError("the edit changes nothing", file=name)
         return edit, new_text
+
+
+def stopped(finish_reason: str, budget: int, name: str) -> None:
+    """StoppedError when the output was cut off: its error, fed back, tells the model why."""
+    if finish_reason == "repetition":
+        raise StoppedError("stopped: the output repeats itself; write the edit once, then end", file=name)
+    if finish_reason == "length":
+        raise StoppedError(f"output budget of {budget} tokens reached before the edit ended; keep the edit to "
+                           "what was asked", file=name)
 
 
 def stats_json(stats: Stats, attempts: int, prompt_tokens: int) -> dict:

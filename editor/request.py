@@ -8,7 +8,7 @@ so "decode the way `edit` does" is written once.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grammars
 
@@ -19,21 +19,27 @@ from . import formats, prompting
 MTP_MIN_CONFIDENCE = 0.4
 # Line formats quote a file's lines behind a one-character marker: " " for context, "-" for removal.
 QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
+# A structured edit quotes what it changes (context and removed lines, whole units) and writes the new text: twice
+# the file covers changing all of it. Past STRUCTURED_MAX_QUOTE tokens of file (about 100 lines) an edit that
+# large is a rewrite, so the budget stops growing with the file and a rambling try on a long file ends in seconds.
+STRUCTURED_MAX_QUOTE = 1024
+STRUCTURED_MARGIN = 128  # headers, markers, a few added lines
 
 
 @dataclass
 class Request:
     prompt_ids: list[int]
     constraint: object | None  # a GrammarConstraint, or None (`whole`, or built without the grammar)
-    drafters: list = field(default_factory=list)  # what `Generator.generate` drafts with
-    max_new_tokens: int = 1024
+    drafters: list  # what `Generator.generate` drafts with
+    max_new_tokens: int  # the output budget (`output_budget`)
 
 
 def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str, language: str | None,
                   feedback=(), eos_token_ids=(), vocab_size: int | None = None, grammar: bool = True,
-                  max_new_tokens: int = 1024, spec: bool = True, mtp=None) -> Request:
+                  max_new_tokens: int | None = None, spec: bool = True, mtp=None) -> Request:
     """The request for an edit of `text` (called `name`) in `fmt`. `spec`: draft from the file (copy), with
-    `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the constraint out."""
+    `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the constraint out;
+    `max_new_tokens` caps the output budget."""
     from decoding.constraint import GrammarConstraint, tokenizer_for
 
     chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
@@ -47,7 +53,7 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
         constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
                                        token_check=check, vocab_size=vocab_size)
     drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec else []
-    return Request(prompt_ids, constraint, drafters, output_budget(tokenizer, text, max_new_tokens))
+    return Request(prompt_ids, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
 
 
 def edit_drafters(tokenizer, fmt: str, text: str, mtp=None) -> list:
@@ -84,10 +90,13 @@ def mtp_drafter(heads):
     return MTPDrafter(heads, min_confidence=MTP_MIN_CONFIDENCE)
 
 
-def output_budget(tokenizer, text: str, max_new_tokens: int) -> int:
-    """Most tokens an answer about `text` may take: an edit is shorter than a rewrite of the file, and a
-    budget past that only lets a looping model loop."""
-    return min(max_new_tokens, 2 * len(tokenizer.encode(text, add_special_tokens=False)) + 256)
+def output_budget(tokenizer, fmt: str, text: str, max_new_tokens: int | None = None) -> int:
+    """Most tokens an answer in `fmt` about `text` may take (at most `max_new_tokens`): `whole`, the file with a
+    quarter more and a few lines; a structured edit, what it can sensibly quote and add (see STRUCTURED_MAX_QUOTE).
+    A budget past what the answer needs only lets a rambling model ramble."""
+    size = len(tokenizer.encode(text, add_special_tokens=False))
+    need = size + size // 4 + 128 if fmt == "whole" else 2 * min(size, STRUCTURED_MAX_QUOTE) + STRUCTURED_MARGIN
+    return need if max_new_tokens is None else min(need, max_new_tokens)
 
 
 def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:

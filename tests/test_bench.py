@@ -5,9 +5,19 @@ from __future__ import annotations
 import pytest
 
 from bench.decode import decode, markdown_decode
-from bench.items import load_items, passes
-from bench.quality import check_formats, markdown_quality, quality
-from editor.propose import Editor
+from bench.items import filler_pool, load_items, passes, pick, split_imports, steering_set
+from bench.quality import (
+    FAILURES,
+    ResultCache,
+    check_formats,
+    failure,
+    markdown_quality,
+    plot_quality,
+    quality,
+    run_item,
+)
+from editor.errors import ApplyError, EditError, ParseError, StoppedError, ValidationError
+from editor.propose import Editor, EditResult
 from tests.tiny_models import chat_model, chat_tokenizer
 
 
@@ -18,7 +28,7 @@ def test_items_load_and_their_tests_tell_right_from_wrong():
     assert passes(editeval[0].reference, editeval[0].test)
     assert not passes(editeval[0].code, editeval[0].test)
     fix = load_items("humanevalfix", limit=1)[0]
-    assert fix.instruction and fix.reference is None
+    assert fix.instruction and passes(fix.reference, fix.test)
     assert not passes(fix.code, fix.test)
 
 
@@ -27,7 +37,7 @@ def test_unknown_benchmark_and_format_are_refused():
         load_items("nope")
     with pytest.raises(ValueError):
         check_formats(["apply_patch", "nope"])
-    assert check_formats(["all"])[-1] == "whole"
+    assert check_formats(["all"]) == ["apply_patch", "udiff", "ot", "rule", "block", "whole"]
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +93,155 @@ def test_bench_decode_command_refuses_bad_options_before_loading_a_model(options
 
 
 @pytest.mark.shared
-def test_quality_scores_each_format(tiny):
+def test_quality_scores_each_format(tiny, tmp_path):
     model, tokenizer, items = tiny
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=16, max_retries=0)
     results = quality(editor, items, ["ot", "whole"])
     assert [r["format"] for r in results] == ["ot", "whole"]
     for r in results:
         assert 0 <= r["pass_at_1"] <= r["well_formed"] <= 1
-        assert r["mean_prompt_tokens"] > 0
-    table = markdown_quality({"benchmark": "editeval", "model": "tiny", "items": 1, "results": results})
-    assert "| whole |" in table
+        assert r["mean_prompt_tokens"] > 0 and r["p50_seconds"] <= r["p90_seconds"]
+        assert sum(r["failures"].values()) + sum(row["passed"] for row in r["rows"]) == r["items"] == 1
+    report = {"benchmark": "editeval", "set": "all", "model": "tiny", "quantize": "none", "max_retries": 0,
+              "mtp": False, "items": 1, "results": results}
+    table = markdown_quality(report)
+    assert "| whole |" in table and "max retries 0, MTP off" in table and "| budget or runaway |" in table
+    plot_quality([report], tmp_path / "quality.png")
+    assert (tmp_path / "quality.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.shared
+def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
+    model, tokenizer, _ = tiny
+    items = load_items("editeval", limit=2)
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=8, max_retries=0)
+    calls = []
+    edit = editor.edit
+    editor.edit = lambda *args, **kwargs: calls.append(kwargs["format"]) or edit(*args, **kwargs)
+    cache = ResultCache(tmp_path, {"model": "tiny", "quantize": "none", "max_retries": 0})
+    first = quality(editor, items, ["ot", "whole"], cache=cache)
+    assert calls == ["ot", "ot", "whole", "whole"]
+    assert quality(editor, items, ["ot", "whole"], cache=cache) == first and len(calls) == 4
+    cache.path("whole", items[1]).unlink()  # as if the run had stopped before the last item
+    resumed = quality(editor, items, ["ot", "whole"], cache=cache)
+    assert calls[4:] == ["whole"]
+    untimed = lambda results: [{k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+                               for result in results for row in result["rows"]]
+    assert untimed(resumed) == untimed(first) and resumed[0] == first[0]
+    assert len(list(tmp_path.rglob("*.json"))) == 4 and not list(tmp_path.rglob(".*"))  # no partial files
+    other = ResultCache(tmp_path, {"model": "tiny", "quantize": "int8", "max_retries": 0})
+    assert other.get("ot", items[0]) is None  # other settings, other results
+
+
+def test_each_failure_has_its_kind():
+    def result(ok: bool, error: Exception | None = None) -> EditResult:
+        diagnostics = [{"attempt": 1, "error": type(error).__name__, **error.to_json()}] if error else []
+        return EditResult("item.py", "ot", "", None, "x = 1\n", "x = 2\n" if ok else None, "", diagnostics)
+
+    assert failure(result(True), passed=True) is None
+    assert failure(result(True), passed=False) == "tests_failed"
+    kinds = [failure(result(False, error), passed=False)
+             for error in (ParseError("p"), ApplyError("a"), ValidationError("v"), StoppedError("s"),
+                           EditError("the edit changes nothing"))]
+    assert kinds == ["no_parse", "no_match", "validation", "runaway", "error"]
+    assert set(kinds) | {"tests_failed"} == set(FAILURES)
+
+
+@pytest.mark.shared
+def test_an_item_the_editor_raises_on_is_an_error_not_the_end_of_the_run(tiny):
+    model, tokenizer, items = tiny
+    row = run_item(Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=8), items[0], "nope")
+    assert row["failure"] == "error" and "unknown format" in row["message"] and not row["passed"]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("options, message", [
+    (["--set", "nope"], "all or steer"),
+    (["--items", "3"], "A:B"),
+    (["--format", "ot,nope"], "unknown format"),
+])
+def test_bench_quality_command_refuses_bad_options_before_loading_a_model(options, message):
+    from typer.testing import CliRunner
+
+    from editor.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "quality", "--model", "/nonexistent/model", *options])
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.shared
+def test_bench_quality_command_measures_as_edit_does_and_resumes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from editor.cli import app
+    from tests.tiny_models import save_instant_model
+
+    model = save_instant_model(tmp_path / "model")
+    command = ["bench", "quality", "--model", str(model), "--benchmark", "humanevalfix-long", "--set", "steer",
+               "--items", "1:3", "--format", "whole,ot", "--cache", str(tmp_path / "cache"),
+               "--json", str(tmp_path / "report.json")]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {k: report[k] for k in ("benchmark", "set", "items_range", "quantize", "max_retries", "items")} == {
+        "benchmark": "humanevalfix-long", "set": "steer", "items_range": "1:3", "quantize": "none",
+        "max_retries": 2, "items": 2}
+    steer = steering_set(load_items("humanevalfix-long"), "humanevalfix-long")
+    assert [row["task_id"] for row in report["results"][0]["rows"]] == [i.task_id for i in steer[1:3]]
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 4
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and json.loads((tmp_path / "report.json").read_text()) == report  # all cached
+    assert "| whole |" in again.stdout
+
+
+def test_items_span():
+    assert pick(list(range(10)), "2:5") == [2, 3, 4]
+    assert pick(list(range(10)), "7:") == [7, 8, 9] and pick(list(range(10)), ":2") == [0, 1]
+    with pytest.raises(ValueError, match="A:B"):
+        pick([1], "3")
+
+
+@pytest.mark.shared
+def test_the_steering_set_is_fixed_and_shared_with_the_long_sets():
+    editeval, hef = load_items("editeval"), load_items("humanevalfix")
+    steer = steering_set(editeval, "editeval")
+    assert len(steer) == 60 and len(steering_set(hef, "humanevalfix")) == 40
+    assert [i.task_id for i in steer] == [i.task_id for i in steering_set(list(reversed(editeval)), "editeval")][::-1]
+    long_ids = {i.task_id for i in steering_set(load_items("editeval-long"), "editeval-long")}
+    assert len(long_ids) == 60 and len(long_ids & {i.task_id for i in steer}) >= 55  # less the fragments
+
+
+def test_filler_functions_only_define():
+    """Executing every filler function's source with no builtins at all runs nothing but the `def`s."""
+    pool = filler_pool()
+    assert len(pool) > 100 and len({f.name for f in pool}) == len(pool)
+    namespace = {"__builtins__": {}}
+    exec("\n\n".join(f.source for f in pool), namespace)
+    assert set(namespace) - {"__builtins__"} == {f.name for f in pool}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("benchmark", ["editeval", "humanevalfix"])
+def test_long_items_are_long_real_files_that_keep_their_tests(benchmark):
+    import ast
+
+    short = {i.task_id: i for i in load_items(benchmark)}
+    long = load_items(benchmark + "-long")
+    assert long == load_items(benchmark + "-long")  # deterministic
+    assert len(long) >= len(short) - 7  # EditEval's 7 fragments cannot be placed in a file
+    for item in long:
+        original = short[item.task_id]
+        compile(item.reference, item.task_id, "exec")
+        assert 300 <= item.code.count("\n") - original.code.count("\n") <= 810
+        head = split_imports(original.code)[0]
+        assert item.code.startswith(head) and item.reference.startswith(split_imports(original.reference)[0])
+        names = lambda code: {getattr(node, "name", None) for node in ast.parse(code).body}  # noqa: E731
+        assert names(item.reference) - names(original.reference) <= {f.name for f in filler_pool()}
+    assert len({i.code.index(split_imports(short[i.task_id].code)[1]) for i in long}) > len(long) // 2  # positions vary
+    for item in long[:4]:  # a subprocess per run: a sample (all of them, by hand, agree with the short items)
+        assert passes(item.reference, item.test) and not passes(item.code, item.test)
 
 
 @pytest.mark.shared

@@ -8,9 +8,11 @@ import torch
 
 from decoding.drafters import CombinedDrafter, CopyDrafter, Draft, Drafter, MTPDrafter
 from decoding.generate import (
+    REPEAT_WINDOW,
     GenerationError,
     Generator,
     logits_to_probs,
+    repeats_itself,
     verify_token,
 )
 from decoding.mtp import MTPHeads
@@ -123,6 +125,29 @@ def test_plain_greedy_matches_transformers_generate(qwen2):
     theirs = qwen2.generate(torch.tensor([PROMPT]), max_new_tokens=30, do_sample=False)[0, len(PROMPT):].tolist()
     assert ours.finish_reason == "eos" and theirs[len(ours.tokens)] == EOS
     assert ours.tokens == theirs[:len(ours.tokens)]
+
+
+def test_a_looping_model_stops_where_plain_decoding_would(qwen2):
+    """Without EOS the tiny Qwen2 falls into a loop: it stops at the same token with and without drafts, and
+    what came before is plain greedy decoding's output (transformers', which has no guard)."""
+    plain = qwen2.generate(torch.tensor([PROMPT]), max_new_tokens=400, do_sample=False, eos_token_id=10**6,
+                           pad_token_id=0)[0, len(PROMPT):].tolist()
+    outputs = [Generator(qwen2).generate(PROMPT, max_new_tokens=400, eos_token_ids=[], drafters=drafters)
+               for drafters in ([], [CopyDrafter([PROMPT])])]
+    for out in outputs:
+        assert out.finish_reason == "repetition" and REPEAT_WINDOW <= len(out.tokens) < 300
+        assert out.tokens == plain[:len(out.tokens)] and out.stats.new_tokens == len(out.tokens)
+    assert outputs[0].tokens == outputs[1].tokens
+    assert outputs[1].stats.model_calls < outputs[0].stats.model_calls
+
+
+def test_repetition_is_a_few_4_grams_over_the_whole_window():
+    cycle = list(range(32))
+    assert repeats_itself(cycle * 6, REPEAT_WINDOW)
+    assert not repeats_itself(cycle * 6, REPEAT_WINDOW - 1)  # shorter than the window
+    assert not repeats_itself([99] * 10 + cycle * 6, REPEAT_WINDOW + 10, begin=20)  # only output tokens count
+    assert not repeats_itself(list(range(33)) * 6, REPEAT_WINDOW)  # a 33-token cycle has 33 distinct 4-grams
+    assert not repeats_itself(cycle * 3 + list(range(100, 196)), REPEAT_WINDOW)
 
 
 def test_snapshot_path_equals_crop_path(qwen2):

@@ -151,6 +151,49 @@ def test_copy_sources_quote_the_file_as_line_formats_do():
     assert draft(copy_sources("apply_patch", text)) == "     y = x"
 
 
+def test_output_budget_follows_the_file_and_the_format():
+    from editor.request import STRUCTURED_MARGIN, STRUCTURED_MAX_QUOTE, output_budget
+
+    tokenizer = chat_tokenizer(SOURCE)
+    size = len(tokenizer.encode(SOURCE, add_special_tokens=False))
+    assert output_budget(tokenizer, "apply_patch", SOURCE) == 2 * size + STRUCTURED_MARGIN
+    assert size * 1.25 < output_budget(tokenizer, "whole", SOURCE) <= size * 1.25 + 128
+    long_file, longer_file = SOURCE * 100, SOURCE * 200
+    assert output_budget(tokenizer, "ot", long_file) == output_budget(tokenizer, "ot", longer_file) \
+        == 2 * STRUCTURED_MAX_QUOTE + STRUCTURED_MARGIN  # an edit of a long file does not grow with it
+    assert output_budget(tokenizer, "whole", longer_file) > output_budget(tokenizer, "whole", long_file) + 90 * size
+    assert output_budget(tokenizer, "whole", long_file, max_new_tokens=50) == 50
+
+
+LONG_SOURCE = SOURCE + "".join(f"\n\ndef f{i}(x):\n    return x + {i}\n" for i in range(12))
+
+
+@pytest.fixture(scope="module")
+def looping():
+    """A tiny model taught (briefly, so that it does not learn where to stop) to answer with one line over and over."""
+    tokenizer = chat_tokenizer(LONG_SOURCE + "print(area(2.0))\n")
+    model = chat_model(tokenizer)
+    chat = prompting.messages("whole", path="shapes.py", text=LONG_SOURCE, instruction=INSTRUCTION, language="python")
+    teach(model, tokenizer, chat, "print(area(2.0))\n" * 12, steps=60)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("max_new_tokens, message", [(None, "stopped: the output repeats itself"),
+                                                     (40, "output budget of 40 tokens reached")])
+def test_a_runaway_try_is_stopped_and_the_model_told_why(looping, monkeypatch, max_new_tokens, message):
+    model, tokenizer = looping
+    fed_back = []
+    messages = prompting.messages
+    monkeypatch.setattr(prompting, "messages",
+                        lambda *args, **kwargs: fed_back.append(list(kwargs["feedback"])) or messages(*args, **kwargs))
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_retries=1, max_new_tokens=max_new_tokens)
+    result = editor.edit(LONG_SOURCE, INSTRUCTION, format="whole", path="shapes.py")
+    first = result.diagnostics[0]
+    assert first["error"] == "StoppedError" and first["message"].startswith(message)
+    assert result.stats["output_tokens"] < 2 * 320  # two tries, each stopped well before the whole budget
+    assert fed_back[0] == [] and fed_back[1][0][1] == f"shapes.py: {first['message']}"
+
+
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"

@@ -96,35 +96,59 @@ def bench_decode(
 
 @bench_app.command("quality")
 def bench_quality(
-    benchmark: str = typer.Option("editeval", "--benchmark", help="editeval or humanevalfix."),
-    format: str = typer.Option("all", "--format", "-f", help="A format, or all (every format and whole)."),
+    benchmark: str = typer.Option("editeval", "--benchmark",
+                                  help="editeval, humanevalfix, or either's long set: editeval-long, humanevalfix-long "
+                                       "(each item inside 300-800 lines of stdlib functions)."),
+    format: str = typer.Option("all", "--format", "-f",
+                               help="A format, several comma-separated, or all (every format and whole)."),
     model: str = typer.Option("default", "--model", "-m"),
-    limit: int = typer.Option(None, "--limit", help="Only the first N items."),
-    quantize: str = typer.Option("int8", "--quantize"),
-    max_retries: int = typer.Option(0, "--max-retries"),
+    item_set: str = typer.Option("all", "--set", help="all, or steer: the fixed sample of docs/BENCHMARKS.md "
+                                                       "(60 EditEval, 40 HumanEvalFix items)."),
+    span: str = typer.Option(None, "--items", help="A:B: only the set's items A to B-1 (e.g. 0:20, 40:)."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`) or int8."),
+    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
+    cache: Path = typer.Option(None, "--cache", file_okay=False,
+                               help="Keep each item's result here; a rerun skips the items done (resumable)."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
 ) -> None:
-    """Edit quality: pass@1 of the item's tests after the edit, well-formed rate, tokens and seconds."""
-    from bench.quality import check_formats, markdown_quality, plot_quality, quality
+    """Edit quality as `edit` makes edits: pass@1 of the item's tests after the edit, well-formed rate, why
+    each item failed, tokens and seconds."""
+    from bench.items import pick, steering_set
+    from bench.quality import ResultCache, check_formats, markdown_quality, plot_quality, quality
 
     from ..propose import Editor
 
     err = Console(stderr=True)
-    formats = check_formats([format])
-    items = items_or_exit(benchmark, limit, data)
+    try:
+        formats = check_formats([f.strip() for f in format.split(",")])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--format") from None
+    if item_set not in ("all", "steer"):
+        raise typer.BadParameter(f"expected all or steer, not {item_set!r}", param_hint="--set")
+    items = items_or_exit(benchmark, None, data)
+    items = steering_set(items, benchmark) if item_set == "steer" else items
+    try:
+        items = pick(items, span) if span else items
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--items") from None
+    items = items[:limit]
     with err.status("loading the model..."):
-        editor = Editor(model, quantize=quantize, max_retries=max_retries)
+        editor = Editor(model, quantize=quantize, max_retries=max_retries)  # otherwise as `edit` builds its Editor
+    settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
 
     def progress(fmt, item, row):
-        err.print(f"{fmt:12} {item.task_id:20} {'pass' if row['passed'] else 'ok  ' if row['ok'] else 'bad '} "
-                  f"{row['output_tokens']:5d} tokens {row['seconds']:6.1f} s")
+        err.print(f"{fmt:12} {item.task_id:24} {'pass' if row['passed'] else row['failure']:12} "
+                  f"{row['output_tokens']:5d} tokens {row['seconds']:6.1f} s", highlight=False)
 
-    report = {"benchmark": benchmark, "model": f"{model} ({quantize})", "items": len(items),
-              "results": quality(editor, items, formats, on_item=progress)}
+    results = quality(editor, items, formats, cache=ResultCache(cache, settings) if cache else None,
+                      on_item=progress)
+    report = {"benchmark": benchmark, "set": item_set, "items_range": span, "limit": limit, **settings,
+              "mtp": editor.mtp_heads is not None, "items": len(items), "results": results}
     if json_out:
-        json_out.write_text(json.dumps(report, indent=2))
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     if plot:
         plot_quality([report], plot)
     print(markdown_quality(report))
