@@ -104,7 +104,7 @@ def bench_quality(
     model: str = typer.Option("default", "--model", "-m"),
     item_set: str = typer.Option("all", "--set", help="all, or steer: the fixed sample of docs/BENCHMARKS.md "
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
-    span: str = typer.Option(None, "--items", help="A:B: only the set's items A to B-1 (e.g. 0:20, 40:)."),
+    span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
     quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`) or int8."),
     max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
