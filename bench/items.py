@@ -43,6 +43,7 @@ class Item:
     code: str  # the file before the edit
     reference: str | None  # the file after a correct edit, when the benchmark has it
     test: str  # appended to the edited file; exits non-zero on failure
+    kept: tuple[str, ...] = ()  # texts a right edit leaves as they are (a long file's other functions)
 
 
 class MissingDataError(FileNotFoundError):
@@ -161,7 +162,8 @@ def lengthen(item: Item) -> Item:
         head, body = split_imports(code)
         return "\n\n\n".join(part for part in (head, *chosen[:cut], body, *chosen[cut:]) if part) + "\n"
 
-    return replace(item, code=place(item.code), reference=place(item.reference) if item.reference else None)
+    return replace(item, code=place(item.code), reference=place(item.reference) if item.reference else None,
+                   kept=tuple(chosen))
 
 
 def split_imports(code: str) -> tuple[str, str]:

@@ -23,11 +23,12 @@ from .items import Item, passes
 
 PATH = "item.py"  # the name each item's file is edited under
 # Why an item failed: the Editor's last rejected try (by its EditError class), or the item's tests.
-FAILURES = ("no_parse", "no_match", "validation", "tests_failed", "runaway", "error")
+FAILURES = ("no_parse", "no_match", "validation", "dropped_code", "tests_failed", "runaway", "error")
 ERROR_FAILURES = {"ParseError": "no_parse", "ApplyError": "no_match", "ValidationError": "validation",
                   "StoppedError": "runaway"}
 FAILURE_HEADERS = {"no_parse": "no parse", "no_match": "no match", "validation": "rejected by validation",
-                   "tests_failed": "tests failed", "runaway": "budget or runaway", "error": "error"}
+                   "dropped_code": "dropped code", "tests_failed": "tests failed", "runaway": "budget or runaway",
+                   "error": "error"}
 
 
 class ResultCache:
@@ -85,8 +86,12 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
         return {"task_id": item.task_id, "ok": False, "passed": False, "failure": "error",
                 "message": f"{type(exc).__name__}: {exc}", "attempts": 0, "output_tokens": 0, "prompt_tokens": 0,
                 "seconds": time.perf_counter() - started}
-    passed = result.ok and passes(result.new_text, item.test)
-    return {"task_id": item.task_id, "ok": result.ok, "passed": passed, "failure": failure(result, passed),
+    # A long file's other functions must survive the edit: a rewrite that keeps only the item's function would
+    # pass its tests and still destroy the file.
+    dropped = result.ok and not all(text in result.new_text for text in item.kept)
+    passed = result.ok and not dropped and passes(result.new_text, item.test)
+    return {"task_id": item.task_id, "ok": result.ok, "passed": passed,
+            "failure": "dropped_code" if dropped else failure(result, passed),
             "message": None if result.ok else result.diagnostics[-1]["message"],
             "attempts": result.stats["attempts"], "output_tokens": result.stats["output_tokens"],
             "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started}

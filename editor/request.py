@@ -109,5 +109,5 @@ def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
     if "LANGUAGE" in marked and language:
         narrowing["language"] = language
     if "UNIT" in marked:  # named exactly as `block.apply` looks units up: from the file's name, not `language`
-        narrowing["units"] = formats.get("block").unit_names(text, name)
+        narrowing["units"], narrowing["unit_after"] = formats.get("block").unit_order(text, name)
     return narrowing

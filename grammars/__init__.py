@@ -32,9 +32,11 @@ def load(name: str) -> str:
 
 
 def document_grammar(format: str, *, document: str | None = None, paths: list[str] | None = None,
-                     language: str | None = None, units: list[str] | None = None) -> str:
+                     language: str | None = None, units: list[str] | None = None,
+                     unit_after: list[int] | None = None) -> str:
     """The grammar of `format`, with DOC_LINE, PATH, LANGUAGE and UNIT narrowed to what is given."""
     return narrow(load(format), document=document, paths=paths, language=language, units=units,
+                  unit_after=unit_after,
                   source=f"grammars/{format}.lark")
 
 
@@ -45,9 +47,11 @@ def markers(format: str) -> list[str]:
 
 
 def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None = None,
-           language: str | None = None, units: list[str] | None = None,
+           language: str | None = None, units: list[str] | None = None, unit_after: list[int] | None = None,
            source: str = "grammar") -> str:
-    """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors."""
+    """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors. With
+    `unit_after` (for each unit, the index of the first unit past its end), a block edit's operations
+    must name units top to bottom, none twice and none inside one already named."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
         if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
@@ -58,6 +62,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
         grammar = _redefine(grammar, source, "LANGUAGE", [language])
     if units is not None:
         grammar = _redefine(grammar, source, "UNIT", list(dict.fromkeys(units)))
+    if units is not None and unit_after is not None:
+        grammar = _units_in_order(grammar, units, unit_after)
     return grammar
 
 
@@ -104,6 +110,34 @@ def _contiguous_hunks(grammar: str, document: str) -> str:
         rules.append(f'KEEP_{k}: " " {quoted}')
         rules.append(f'DROP_{k}: "-" {quoted}')
     definition = re.search(r"^hunk_lines:.*$", grammar, flags=re.MULTILINE)
+    return grammar[:definition.start()] + "\n".join(rules) + grammar[definition.end():]
+
+
+def _units_in_order(grammar: str, units: list[str], after: list[int]) -> str:
+    """`grammar` with its one-line rule `operations` (a block edit's operations, then its end) narrowed so
+    that the operations name units in file order, each at most once, and none inside a unit already
+    named (`after[i]`: the first unit past unit i). A small model otherwise names the unit it just
+    rewrote again, or rewrites a class and then one of its methods.
+
+        operations: first_0
+        first_i: op_i more_<after[i]> | first_<i+1>      at least one operation, from unit i on
+        more_i: op_i more_<after[i]> | more_<i+1>        more operations from unit i on, or the end
+        op_i: REPLACE_i TEXT_LINE+ | INSERT_AFTER_i TEXT_LINE+ | DELETE_i
+    """
+    definition = re.search(r"^operations:.*$", grammar, flags=re.MULTILINE)
+    if definition is None or not units:
+        return grammar
+    end = re.search(r"^operations: operation\+ (.*)$", grammar, flags=re.MULTILINE).group(1)
+    count = len(units)
+    rules = ["operations: first_0", f"more_{count}: {end}"]
+    for i, name in enumerate(units):
+        quoted = json.dumps(name + "\n", ensure_ascii=False)
+        rest = f"more_{after[i]}"
+        rules.append(f"first_{i}: op_{i} {rest}" + (f" | first_{i + 1}" if i + 1 < count else ""))
+        rules.append(f"more_{i}: op_{i} {rest} | more_{i + 1}")
+        rules.append(f"op_{i}: REPLACE_{i} TEXT_LINE+ | INSERT_AFTER_{i} TEXT_LINE+ | DELETE_{i}")
+        rules += [f'REPLACE_{i}: "*** Replace: " {quoted}', f'INSERT_AFTER_{i}: "*** Insert after: " {quoted}',
+                  f'DELETE_{i}: "*** Delete: " {quoted}']
     return grammar[:definition.start()] + "\n".join(rules) + grammar[definition.end():]
 
 

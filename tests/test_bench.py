@@ -144,7 +144,28 @@ def test_each_failure_has_its_kind():
              for error in (ParseError("p"), ApplyError("a"), ValidationError("v"), StoppedError("s"),
                            EditError("the edit changes nothing"))]
     assert kinds == ["no_parse", "no_match", "validation", "runaway", "error"]
-    assert set(kinds) | {"tests_failed"} == set(FAILURES)
+    assert set(kinds) | {"tests_failed", "dropped_code"} == set(FAILURES)
+
+
+def test_a_rewrite_that_drops_the_rest_of_a_long_file_fails_though_its_tests_pass():
+    from bench.items import Item
+    from bench.quality import run_item
+
+    class Rewriter:
+        def __init__(self, new_text):
+            self.new_text = new_text
+
+        def edit(self, text, instruction, **options):
+            return EditResult("item.py", "whole", self.new_text, self.new_text, text, self.new_text, "", [],
+                              {"attempts": 1, "output_tokens": 3, "prompt_tokens": 9})
+
+    other = "def other():\n    return 1"
+    item = Item("T/1", "Make f return 2.", f"{other}\n\n\ndef f():\n    return 1\n", None,
+                "assert f() == 2\n", kept=(other,))
+    dropped = run_item(Rewriter("def f():\n    return 2\n"), item, "whole")
+    kept = run_item(Rewriter(f"{other}\n\n\ndef f():\n    return 2\n"), item, "whole")
+    assert (dropped["passed"], dropped["failure"]) == (False, "dropped_code")
+    assert (kept["passed"], kept["failure"]) == (True, None)
 
 
 @pytest.mark.shared
@@ -237,6 +258,7 @@ def test_long_items_are_long_real_files_that_keep_their_tests(benchmark):
         assert 300 <= item.code.count("\n") - original.code.count("\n") <= 810
         head = split_imports(original.code)[0]
         assert item.code.startswith(head) and item.reference.startswith(split_imports(original.reference)[0])
+        assert item.kept and all(text in item.code and text in item.reference for text in item.kept)
         names = lambda code: {getattr(node, "name", None) for node in ast.parse(code).body}  # noqa: E731
         assert names(item.reference) - names(original.reference) <= {f.name for f in filler_pool()}
     assert len({i.code.index(split_imports(short[i.task_id].code)[1]) for i in long}) > len(long) // 2  # positions vary

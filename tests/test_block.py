@@ -138,6 +138,25 @@ def test_grammar_admits_exactly_the_files_units(tokenizer, path):
     assert not accepted(f"*** Replace: {names[0]}\n*** Bogus\n*** End\n")
 
 
+def test_the_edit_grammar_names_units_top_to_bottom_once_and_not_inside_one_named(tokenizer):
+    names, after = block.unit_order(PYTHON, "a.py")
+    grammar = grammars.document_grammar("block", units=names, unit_after=after)
+    llg = tokenizer_for(tokenizer)
+
+    def accepted(*ops: str) -> bool:
+        ids = tokenizer.encode("".join(ops) + "*** End\n", add_special_tokens=False) + [llg.eos_token]
+        return GrammarConstraint(llg, grammar).valid_prefix_len(ids) == len(ids)
+
+    replace = {name: f"*** Replace: {name}\nnew\n" for name in names}
+    load, main, loader = replace["def load(self):"], replace["def main():"], replace["class Loader:"]
+    assert accepted(load, main) and accepted(loader, "*** Delete: def main():\n")
+    assert not accepted(main, load)  # bottom to top
+    assert not accepted(main, main)  # one unit twice: what a small model does after its first rewrite
+    assert not accepted(loader, load)  # a method of a class already rewritten
+    assert not accepted()  # no operation at all
+    assert after[names.index("class Loader:")] > names.index("def load(self):")
+
+
 def test_rewrite_of_a_method_applies_and_validates():
     edit = ("*** Replace: def load(self):\n"
             "def load(self, encoding=\"utf-8\"):\n"  # flush left: indented like the method it replaces

@@ -114,6 +114,15 @@ def unit_names(text: str, path: str) -> list[str]:
     return [unit.name for unit in units(text, path)]
 
 
+def unit_order(text: str, path: str) -> tuple[list[str], list[int]]:
+    """The unit names (as `unit_names`) and, for each unit, the index of the first unit past its end
+    (its members skipped): what the grammar needs to keep the operations top to bottom."""
+    found = units(text, path)
+    after = [next((j for j in range(i + 1, len(found)) if found[j].start >= unit.end), len(found))
+             for i, unit in enumerate(found)]
+    return [unit.name for unit in found], after
+
+
 def _paragraphs(lines: list[str]) -> list[tuple[int, int, int]]:
     spans, start = [], None
     for i, line in enumerate(lines + [""]):
