@@ -173,6 +173,17 @@ def test_rewrite_of_a_method_applies_and_validates():
     assert not validation.check("a.py", PYTHON, broken).ok
 
 
+def test_a_new_body_alone_keeps_the_units_header_and_decorators():
+    top = changed("a.py", PYTHON, "*** Replace: def main():\n    print('hello')\n*** End\n")
+    assert top == PYTHON.replace("    print(Loader(sys.argv[1]).load())", "    print('hello')")
+    method = changed("a.py", PYTHON, "*** Replace: def load(self):\n        return ''\n*** End\n")
+    assert method == PYTHON.replace("        return open(self.path).read()", "        return ''")
+    decorated = changed("a.py", PYTHON, '*** Replace: class Loader:\n    """Nothing."""\n*** End\n')
+    assert decorated.startswith('import sys\n\nTIMEOUT = 5\n\n\n@dataclass\nclass Loader:\n    """Nothing."""\n\n\nclass Saver')
+    flush_left = changed("a.py", PYTHON, "*** Replace: def load(self):\ndef load(self):\n    return ''\n*** End\n")
+    assert flush_left == method  # a whole unit is taken as it is
+
+
 def test_insert_after_and_delete_keep_the_spacing():
     edit = ("*** Insert after: def load(self):\n"
             "    def close(self):\n        pass\n"

@@ -263,7 +263,7 @@ def apply_text(text: str, edit: Edit, path: str) -> str:
         indent = re.match(r"\s*", lines[unit.start]).group()
         span = (unit.start, unit.end)
         if op.kind == "replace":
-            cuts.append((span, span, _indented(op.lines, indent), number))
+            cuts.append((span, span, _header(lines, unit, op.lines) + _indented(op.lines, indent), number))
         elif op.kind == "insert":
             at = (unit.end, unit.end)
             cuts.append((at, at, [""] * _gap(lines, unit) + _indented(op.lines, indent), number))
@@ -294,6 +294,21 @@ def apply_text(text: str, edit: Edit, path: str) -> str:
 def _closest_name(name: str, by_name: dict[str, Unit]) -> str:
     close = difflib.get_close_matches(name, by_name, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _header(lines: list[str], unit: Unit, new: tuple[str, ...]) -> list[str]:
+    """The unit's own lines up to its header (decorators, `def ...:`) when `new` is only a new body: every
+    line of it indented deeper than a one-line header ending in ':'. Small models often write just the
+    body of the function they were asked to change; kept, the header makes that a whole unit again."""
+    names = {unit.name, re.sub(r" #\d+$", "", unit.name)}  # a duplicate's name carries its number
+    row = next((r for r in range(unit.start, unit.end) if lines[r].strip() in names), None)
+    if row is None or not lines[row].rstrip().endswith(":"):
+        return []
+    depth = len(lines[row]) - len(lines[row].lstrip())
+    written = [line for line in new if line.strip()]
+    if written and all(len(line) - len(line.lstrip()) > depth for line in written):
+        return lines[unit.start:row + 1]
+    return []
 
 
 def _indented(lines: tuple[str, ...], indent: str) -> list[str]:
