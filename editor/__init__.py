@@ -46,11 +46,11 @@ def apply(edit_text: str, **options) -> ApplyResult:
 def validate(paths: Iterable[str | Path], *, language: str | None = None) -> dict[str, list[SyntaxIssue]]:
     """The syntax errors (tree-sitter ERROR and MISSING nodes) of each file; files of an unknown
     language map to an empty list (nothing to check)."""
-    from .files import decode, read_regular
+    from .files import read_document
     from .validation import syntax_issues
 
     found = {}
     for path in map(str, paths):
-        text = decode(read_regular(path, path)[0], path).text
+        text = read_document(path).text
         found[path] = syntax_issues(path, text, language)[1]
     return found

@@ -75,6 +75,12 @@ def read_regular(path: str | os.PathLike, label: str, *, follow: bool = True) ->
     return data, stat.S_IMODE(st.st_mode)
 
 
+def read_document(path: str | os.PathLike) -> Document:
+    """A text file named by the user, outside any Workspace: a regular file only (`read_regular`), decoded."""
+    label = str(path)
+    return decode(read_regular(path, label)[0], label)
+
+
 def _check_regular(st: os.stat_result, label: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)

@@ -21,7 +21,7 @@ from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
 from .errors import EditError, ParseError, StoppedError
-from .files import Document, FileChange, MemoryFiles, decode, read_regular
+from .files import Document, FileChange, MemoryFiles, read_document
 from .request import build_request, mtp_drafter
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class Editor:
     def _read(path_or_text, path: str | None) -> tuple[str, str]:
         if isinstance(path_or_text, os.PathLike) or (path is None and os.path.isfile(str(path_or_text))):
             file = Path(path_or_text)
-            doc = decode(read_regular(file, str(path_or_text))[0], str(path_or_text))
+            doc = read_document(path_or_text)
             return (path or file.name), doc.text
         return (path or "input.txt"), str(path_or_text)
 

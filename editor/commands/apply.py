@@ -23,7 +23,7 @@ from rich.text import Text
 from .. import validation
 from ..applying import FORMATS, ApplyResult, apply_edit
 from ..errors import EditError
-from ..files import MAX_FILE_BYTES, decode, read_regular
+from ..files import MAX_FILE_BYTES, decode, read_document, read_regular
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 
 FormatName = Enum("FormatName", {name: name for name in FORMATS}, type=str)
@@ -101,7 +101,7 @@ def validate_command(
     unknown: list[str] = []
     for path in paths:
         try:
-            text = decode(read_regular(path, str(path))[0], str(path)).text
+            text = read_document(path).text
         except EditError as exc:
             typer.echo(f"{exc}", err=True)
             failed = True
