@@ -67,7 +67,9 @@ def load_items(benchmark: str, limit: int | None = None, folder: Path | None = N
             items.append(Item(row["task_id"], row["instruction"].strip(), row["input"].rstrip("\n") + "\n",
                               row["output"].rstrip("\n") + "\n", row["test"] + "\ncheck()\n"))
         else:
-            items.append(Item(row["task_id"], row.get("instruction") or f"Fix bugs in {row['entry_point']}.",
+            # HumanEvalFix's own instruction (OctoPack). The file's `instruction` field is HumanEvalSynthesize's
+            # ("Write a Python function ..."), which never says that the code has a bug.
+            items.append(Item(row["task_id"], f"Fix bugs in {row['entry_point']}.",
                               (row["prompt"] + row["buggy_solution"]).rstrip("\n") + "\n",
                               (row["prompt"] + row["canonical_solution"]).rstrip("\n") + "\n",
                               row["test"] + f"\ncheck({row['entry_point']})\n"))

@@ -28,7 +28,7 @@ def test_items_load_and_their_tests_tell_right_from_wrong():
     assert passes(editeval[0].reference, editeval[0].test)
     assert not passes(editeval[0].code, editeval[0].test)
     fix = load_items("humanevalfix", limit=1)[0]
-    assert fix.instruction and passes(fix.reference, fix.test)
+    assert fix.instruction == "Fix bugs in has_close_elements." and passes(fix.reference, fix.test)
     assert not passes(fix.code, fix.test)
 
 
