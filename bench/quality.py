@@ -14,10 +14,11 @@ import os
 import re
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from editor import prompting
-from editor.propose import FORMATS, Editor, EditResult
+from editor.propose import FORMATS, Editor, EditResult, choose_format
 
 from .items import Item, passes
 
@@ -61,16 +62,22 @@ def prompt_hash(fmt: str, item: Item) -> str:
 
 def quality(editor: Editor, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,
             on_item=None) -> list[dict]:
-    """pass@1 (greedy), well-formed rate, failure breakdown and cost per format, all formats on the same items."""
+    """pass@1 (greedy), well-formed rate, failure breakdown and cost per format, all formats on the same items.
+
+    `auto` is the format `edit` picks for each item (`choose_format`); its result is that format's, run once
+    and cached under that format, and each of its rows says which format it chose."""
     results = []
     for fmt in formats:
         rows = []
         for item in items:
-            row = cache.get(fmt, item) if cache else None
+            chosen = choose_format(item.instruction, "python", item.code) if fmt == "auto" else fmt
+            row = cache.get(chosen, item) if cache else None
             if row is None:
-                row = run_item(editor, item, fmt)
+                row = run_item(editor, item, chosen)
                 if cache:
-                    cache.put(fmt, item, row)
+                    cache.put(chosen, item, row)
+            if fmt == "auto":
+                row = {**row, "chosen": chosen}
             rows.append(row)
             if on_item:
                 on_item(fmt, item, row)
@@ -116,6 +123,7 @@ def summarize(fmt: str, rows: list[dict]) -> dict:
             "mean_seconds": _mean(seconds),
             "p50_seconds": _percentile(seconds, 0.5),
             "p90_seconds": _percentile(seconds, 0.9),
+            **({"chosen": dict(Counter(r["chosen"] for r in rows))} if fmt == "auto" else {}),
             "rows": rows}
 
 
@@ -127,7 +135,9 @@ def markdown_quality(report: dict) -> str:
              "|---|---:|---:|" + "---:|" * len(FAILURES) + "---:|---:|---:|"]
     for r in report["results"]:
         failures = " | ".join(str(r["failures"][k]) for k in FAILURES)
-        lines.append(f"| {r['format']} | {r['pass_at_1']:.2f} | {r['well_formed']:.2f} | {failures} | "
+        name = r["format"] + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(r["chosen"].items())) + ")"
+                              if "chosen" in r else "")
+        lines.append(f"| {name} | {r['pass_at_1']:.2f} | {r['well_formed']:.2f} | {failures} | "
                      f"{r['mean_output_tokens']:.0f} / {r['median_output_tokens']:.0f} | "
                      f"{r['mean_prompt_tokens']:.0f} | {r['p50_seconds']:.1f} / {r['p90_seconds']:.1f} |")
     return "\n".join(lines)
@@ -173,7 +183,7 @@ def _slug(text: str) -> str:
 
 def check_formats(names: list[str]) -> list[str]:
     formats = list(FORMATS) if names == ["all"] else names
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in (*FORMATS, "auto")]
     if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose all or {', '.join(FORMATS)}")
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose all, auto or {', '.join(FORMATS)}")
     return formats

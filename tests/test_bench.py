@@ -37,6 +37,7 @@ def test_unknown_benchmark_and_format_are_refused():
         load_items("nope")
     with pytest.raises(ValueError):
         check_formats(["apply_patch", "nope"])
+    assert check_formats(["auto", "whole"]) == ["auto", "whole"]
     assert check_formats(["all"]) == ["apply_patch", "udiff", "ot", "rule", "block", "whole"]
 
 
@@ -131,6 +132,23 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
     assert len(list(tmp_path.rglob("*.json"))) == 4 and not list(tmp_path.rglob(".*"))  # no partial files
     other = ResultCache(tmp_path, {"model": "tiny", "quantize": "int8", "max_retries": 0})
     assert other.get("ot", items[0]) is None  # other settings, other results
+
+
+def test_auto_reuses_the_result_of_the_format_it_chooses(tiny, tmp_path):
+    model, tokenizer, _ = tiny
+    items = load_items("editeval", limit=2)  # short files: `edit` rewrites them whole
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=8, max_retries=0)
+    calls = []
+    edit = editor.edit
+    editor.edit = lambda *args, **kwargs: calls.append(kwargs["format"]) or edit(*args, **kwargs)
+    cache = ResultCache(tmp_path, {"model": "tiny", "quantize": "none", "max_retries": 0})
+    whole, auto = quality(editor, items, ["whole", "auto"], cache=cache)
+    assert calls == ["whole", "whole"]  # auto ran nothing of its own
+    assert auto["chosen"] == {"whole": 2} and [r["chosen"] for r in auto["rows"]] == ["whole", "whole"]
+    assert auto["pass_at_1"] == whole["pass_at_1"] and auto["failures"] == whole["failures"]
+    assert "| auto (whole 2) |" in markdown_quality({"benchmark": "editeval", "set": "all", "model": "tiny",
+                                                     "quantize": "none", "max_retries": 0, "mtp": False,
+                                                     "items": 2, "results": [whole, auto]})
 
 
 def test_each_failure_has_its_kind():

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from editor import formats, prompting
-from editor.propose import Editor, choose_format
+from editor.propose import RETRY_TEMPERATURE, Editor, choose_format
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 SOURCE = """import math
@@ -108,6 +108,24 @@ def test_injected_failure_is_fed_back_and_retried(taught):
     assert result.stats["prompt_tokens"] > 2 * first_prompt
 
 
+@pytest.mark.parametrize("temperature, expected", [(0.0, [(0.0, 0), (RETRY_TEMPERATURE, 1), (RETRY_TEMPERATURE, 2)]),
+                                                  (0.3, [(0.3, 0), (0.3, 1), (0.3, 2)])])
+def test_a_greedy_editor_samples_its_retries_seeded(taught, temperature, expected):
+    """Greedy decoding of a retry prompt mostly wrote the rejected answer again: retries sample, each try
+    with its own seed, so that the same request still gives the same edit."""
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=2, temperature=temperature)
+    tries = []
+    generate = editor.generator.generate
+    editor.generator.generate = lambda *args, **kwargs: (tries.append((kwargs["temperature"], kwargs["seed"]))
+                                                         or generate(*args, **kwargs))
+    first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py", check=lambda text: "wrong")
+    assert tries == expected
+    again = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py", check=lambda text: "wrong")
+    assert [d["message"] for d in again.diagnostics] == [d["message"] for d in first.diagnostics]
+    assert again.edit_text == first.edit_text
+
+
 def test_every_try_is_reported_when_all_fail(taught):
     model, tokenizer = taught
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=2)
@@ -197,9 +215,9 @@ def test_a_runaway_try_is_stopped_and_the_model_told_why(looping, monkeypatch, m
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"
-    assert choose_format("Fix the off-by-one error in the loop", "python", long_file) == "apply_patch"
+    assert choose_format("Fix the off-by-one error in the loop", "python", long_file) == "block"
     assert choose_format("Fix the off-by-one error in the loop", "python", SOURCE) == "whole"
-    assert choose_format("Replace all uses of foo", None, long_file) == "apply_patch"
+    assert choose_format("Replace all uses of foo", None, long_file) == "block"
 
 
 def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):

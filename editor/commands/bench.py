@@ -100,7 +100,7 @@ def bench_quality(
                                   help="editeval, humanevalfix, or either's long set: editeval-long, humanevalfix-long "
                                        "(each item inside 300-800 lines of stdlib functions)."),
     format: str = typer.Option("all", "--format", "-f",
-                               help="A format, several comma-separated, or all (every format and whole)."),
+                               help="A format, several comma-separated, all (every format and whole), or auto (what `edit` picks per item)."),
     model: str = typer.Option("default", "--model", "-m"),
     item_set: str = typer.Option("all", "--set", help="all, or steer: the fixed sample of docs/BENCHMARKS.md "
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
