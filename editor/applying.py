@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -161,7 +160,6 @@ def _workspace_glob(root, pattern: str) -> list[str]:
     parts = pattern.split("/")
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     start = "/".join(parts[:fixed])
-    matcher = _glob_regex(parts)
     hidden = any(part.startswith(".") for part in parts)
     found = []
     for folder, dirs, names in os.walk(os.path.join(root, start) if start else root):
@@ -169,44 +167,20 @@ def _workspace_glob(root, pattern: str) -> list[str]:
             dirs[:] = [d for d in dirs if not d.startswith(".")]
         relative = os.path.relpath(folder, root).replace(os.sep, "/")
         prefix = "" if relative == "." else relative + "/"
-        found += [prefix + name for name in dirs + names if matcher.fullmatch(prefix + name)]
+        found += [prefix + name for name in dirs + names if _glob_matches(parts, (prefix + name).split("/"))]
     return found
 
 
-def _glob_regex(parts: list[str]) -> re.Pattern:
-    """A regex for glob.glob's reading of a recursive pattern: `**` is any number of folders
-    (none included), `*`, `?` and `[...]` stay within one name, and no magic matches a leading '.'."""
-    regex = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            regex.append(r"(?:[^/.][^/]*/)*" + (r"[^/.][^/]*" if last else ""))
-        else:
-            regex.append(("" if part.startswith(".") else r"(?!\.)") + _name_regex(part)
-                         + ("" if last else "/"))
-    return re.compile("".join(regex))
-
-
-def _name_regex(part: str) -> str:
-    """One name's glob as a regex, read as fnmatch reads it (`[!...]` negates, a leading `]` is
-    literal, an unclosed `[` is literal)."""
-    out, i = [], 0
-    while i < len(part):
-        char = part[i]
-        end = -1
-        if char == "[":
-            j = i + 1 + (part[i + 1:i + 2] == "!")
-            end = part.find("]", j + (part[j:j + 1] == "]"))
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif end != -1:
-            negate = part[i + 1] == "!"
-            body = re.sub(r"([\\\[&~|^])", r"\\\1", part[i + 1 + negate:end])
-            out.append(f"[{'^/' if negate else ''}{body}]")
-            i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return "".join(out)
+def _glob_matches(parts: list[str], names: list[str]) -> bool:
+    """glob.glob's reading of a recursive pattern, one path component at a time: `**` is any number of
+    folders (none included; at the end, one name at least), other parts match one name as fnmatch does,
+    and no magic matches a name with a leading '.'."""
+    if not parts:
+        return not names
+    if parts == ["**"]:
+        return bool(names) and not any(name.startswith(".") for name in names)
+    if parts[0] == "**":
+        return _glob_matches(parts[1:], names) or (
+            bool(names) and not names[0].startswith(".") and _glob_matches(parts, names[1:]))
+    return (bool(names) and (parts[0].startswith(".") or not names[0].startswith("."))
+            and fnmatch.fnmatchcase(names[0], parts[0]) and _glob_matches(parts[1:], names[1:]))
