@@ -41,6 +41,19 @@ def repo(tmp_path):
     return root
 
 
+def fail_replace_at(monkeypatch, call: int, error) -> None:
+    """os.replace raises `error` on its `call`-th call (counting from 1) and renames as usual otherwise."""
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == call:
+            raise error
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
 def modify(ws: Workspace, path: str, new_text: str) -> FileChange:
     return FileChange(path, ws.read(path), new_text)
 
@@ -156,15 +169,8 @@ def test_failure_midway_leaves_every_file_as_before(repo, monkeypatch):
         FileChange("c.txt", ws.read("c.txt"), None),
         FileChange("pkg/b.py", ws.read("pkg/b.py"), "x = 1\n", move_to="moved/b.py"),
     ]
-    real_replace, calls = os.replace, []
+    fail_replace_at(monkeypatch, 2, OSError(28, "No space left on device"))
 
-    def failing_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(EditError) as info:
         ws.commit(changes)
     assert "restored" in info.value.message and "No space left" in info.value.message
@@ -178,15 +184,8 @@ def test_failure_at_any_rename_rolls_back(repo, monkeypatch, fail_at):
     ws = Workspace(repo)
     changes = [modify(ws, "a.txt", "1\n"), modify(ws, "c.txt", "3\n"),
                FileChange("d/new.txt", None, "new\n"), modify(ws, "pkg/b.py", "x = 9\n")]
-    real_replace, calls = os.replace, []
+    fail_replace_at(monkeypatch, fail_at, OSError(5, "I/O error"))
 
-    def failing_replace(src, dst):
-        calls.append(dst)
-        if len(calls) == fail_at:
-            raise OSError(5, "I/O error")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(EditError):
         ws.commit(changes)
     assert snapshot(repo) == before
@@ -209,15 +208,8 @@ def test_failure_while_writing_temp_files_leaves_nothing_behind(repo, monkeypatc
 def test_keyboard_interrupt_midway_also_rolls_back(repo, monkeypatch):
     before = snapshot(repo)
     ws = Workspace(repo)
-    real_replace, calls = os.replace, []
+    fail_replace_at(monkeypatch, 2, KeyboardInterrupt)
 
-    def interrupted(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ws.commit([modify(ws, "a.txt", "1\n"), modify(ws, "c.txt", "3\n")])
     assert snapshot(repo) == before
@@ -462,13 +454,8 @@ def test_a_commit_off_the_main_thread_rolls_back_on_failure(repo, monkeypatch):
     before = snapshot(repo)
     ws = Workspace(repo)
     changes = [modify(ws, "a.txt", "1\n"), modify(ws, "c.txt", "3\n")]
-    real_replace, calls, raised = os.replace, [], []
-
-    def interrupted(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:  # the journal, a.txt, then c.txt
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
+    fail_replace_at(monkeypatch, 3, KeyboardInterrupt)  # the journal, a.txt, then c.txt
+    raised = []
 
     def commit():
         try:
@@ -476,7 +463,6 @@ def test_a_commit_off_the_main_thread_rolls_back_on_failure(repo, monkeypatch):
         except KeyboardInterrupt:
             raised.append(True)
 
-    monkeypatch.setattr(os, "replace", interrupted)
     thread = threading.Thread(target=commit)
     thread.start()
     thread.join()
@@ -487,18 +473,11 @@ def test_the_next_read_rolls_back_a_killed_commit_and_leaves_later_writes_alone(
     """A commit killed after its first rename: its journal stays behind."""
     ws = Workspace(repo)
     changes = [modify(ws, "a.txt", "A2\n"), modify(ws, "c.txt", "C2\n"), FileChange("n/new.txt", None, "N\n")]
-    real_replace, calls = os.replace, []
-
     class Killed(BaseException):
         pass
 
-    def killed(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise Killed
-        return real_replace(src, dst)
+    fail_replace_at(monkeypatch, 3, Killed)
 
-    monkeypatch.setattr(os, "replace", killed)
     monkeypatch.setattr(files_module, "_restore", lambda entry: None)  # a dead process undoes nothing
     monkeypatch.setattr(files_module, "_remove_journal", lambda journal: journal[0].close())
     monkeypatch.setattr(files_module, "_remove_dirs", lambda folders: None)
@@ -517,15 +496,8 @@ def test_the_next_read_rolls_back_a_killed_commit_and_leaves_later_writes_alone(
 
 def test_recovery_leaves_a_file_changed_after_the_crash(repo, monkeypatch):
     ws = Workspace(repo)
-    real_replace, calls = os.replace, []
+    fail_replace_at(monkeypatch, 3, SystemExit)
 
-    def killed(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise SystemExit
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed)
     monkeypatch.setattr(files_module, "_restore", lambda entry: None)
     monkeypatch.setattr(files_module, "_remove_journal", lambda journal: journal[0].close())
     with pytest.raises(SystemExit):
