@@ -32,6 +32,9 @@ FAILURE_HEADERS = {"no_parse": "no parse", "no_match": "no match", "validation":
                    "error": "error"}
 
 
+MTP_WORDS = {True: "on", False: "off", None: "as cached"}  # a report made from the cache alone cannot tell
+
+
 class ResultCache:
     """One small JSON file per (settings, format, item, prompt hash) under `folder`: a rerun with the same
     settings skips the items done, and a changed prompt (template or item) is run again."""
@@ -60,17 +63,20 @@ def prompt_hash(fmt: str, item: Item) -> str:
     return hashlib.sha256(json.dumps(chat).encode("utf-8")).hexdigest()
 
 
-def quality(editor: Editor, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,
-            on_item=None) -> list[dict]:
+def quality(editor: Editor | None, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,
+            on_item=None, cached_only: bool = False) -> list[dict]:
     """pass@1 (greedy), well-formed rate, failure breakdown and cost per format, all formats on the same items.
 
     `auto` is the format `edit` picks for each item (`choose_format`); its result is that format's, run once
-    and cached under that format, and each of its rows says which format it chose."""
+    and cached under that format, and each of its rows says which format it chose.
+    `cached_only`: run nothing (no editor needed); report the items that every format has in `cache`."""
+    if cached_only:
+        items = [item for item in items if all(cache.get(_chosen(fmt, item), item) for fmt in formats)]
     results = []
     for fmt in formats:
         rows = []
         for item in items:
-            chosen = choose_format(item.instruction, "python", item.code) if fmt == "auto" else fmt
+            chosen = _chosen(fmt, item)
             row = cache.get(chosen, item) if cache else None
             if row is None:
                 row = run_item(editor, item, chosen)
@@ -83,6 +89,10 @@ def quality(editor: Editor, items: list[Item], formats: list[str], *, cache: Res
                 on_item(fmt, item, row)
         results.append(summarize(fmt, rows))
     return results
+
+
+def _chosen(fmt: str, item: Item) -> str:
+    return choose_format(item.instruction, "python", item.code) if fmt == "auto" else fmt
 
 
 def run_item(editor: Editor, item: Item, fmt: str) -> dict:
@@ -129,7 +139,7 @@ def summarize(fmt: str, rows: list[dict]) -> dict:
 
 def markdown_quality(report: dict) -> str:
     lines = [f"{report['benchmark']} ({report['set']}), {report['model']}, {report['quantize']}, "
-             f"max retries {report['max_retries']}, MTP {'on' if report['mtp'] else 'off'}, {report['items']} items",
+             f"max retries {report['max_retries']}, MTP {MTP_WORDS[report['mtp']]}, {report['items']} items",
              "", "| format | pass@1 | well-formed | " + " | ".join(FAILURE_HEADERS[k] for k in FAILURES)
              + " | output tokens mean / median | prompt tokens | seconds p50 / p90 |",
              "|---|---:|---:|" + "---:|" * len(FAILURES) + "---:|---:|---:|"]

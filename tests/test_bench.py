@@ -124,6 +124,9 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
     assert calls == ["ot", "ot", "whole", "whole"]
     assert quality(editor, items, ["ot", "whole"], cache=cache) == first and len(calls) == 4
     cache.path("whole", items[1]).unlink()  # as if the run had stopped before the last item
+    partial = quality(None, items, ["ot", "whole"], cache=cache, cached_only=True)  # runs nothing
+    assert [[r["task_id"] for r in result["rows"]] for result in partial] == [["EditEval/0"]] * 2
+    assert partial[0]["rows"][0] == first[0]["rows"][0] and len(calls) == 4
     resumed = quality(editor, items, ["ot", "whole"], cache=cache)
     assert calls[4:] == ["whole"]
     untimed = lambda results: [{k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
@@ -233,6 +236,12 @@ def test_bench_quality_command_measures_as_edit_does_and_resumes(tmp_path):
     again = CliRunner().invoke(app, command)
     assert again.exit_code == 0 and json.loads((tmp_path / "report.json").read_text()) == report  # all cached
     assert "| whole |" in again.stdout
+    wider = [arg if arg != "1:3" else "0:3" for arg in command[:-2]]  # one item more, never run
+    cached = CliRunner().invoke(app, [*wider, "--cached-only"])
+    assert cached.exit_code == 0, cached.output
+    assert "MTP as cached, 2 items" in cached.stdout and len(list((tmp_path / "cache").rglob("*.json"))) == 4
+    refused = CliRunner().invoke(app, ["bench", "quality", "--model", str(model), "--cached-only"])
+    assert refused.exit_code == 2 and "needs --cache" in refused.output
 
 
 def test_items_span():

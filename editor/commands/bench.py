@@ -110,6 +110,8 @@ def bench_quality(
     max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
+    cached_only: bool = typer.Option(False, "--cached-only",
+                                     help="Run nothing: report the items every format has in --cache (a partial run)."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
@@ -135,18 +137,23 @@ def bench_quality(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--items") from None
     items = items[:limit]
-    with err.status("loading the model..."):
-        editor = Editor(model, quantize=quantize, max_retries=max_retries)  # otherwise as `edit` builds its Editor
+    if cached_only and cache is None:
+        raise typer.BadParameter("needs --cache DIR", param_hint="--cached-only")
     settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
+    editor = None
+    if not cached_only:
+        with err.status("loading the model..."):
+            editor = Editor(model, quantize=quantize, max_retries=max_retries)  # otherwise as `edit` builds it
 
     def progress(fmt, item, row):
         err.print(f"{fmt:12} {item.task_id:24} {'pass' if row['passed'] else row['failure']:12} "
                   f"{row['output_tokens']:5d} tokens {row['seconds']:6.1f} s", highlight=False)
 
     results = quality(editor, items, formats, cache=ResultCache(cache, settings) if cache else None,
-                      on_item=progress)
+                      on_item=None if cached_only else progress, cached_only=cached_only)
     report = {"benchmark": benchmark, "set": item_set, "items_range": span, "limit": limit, **settings,
-              "mtp": editor.mtp_heads is not None, "items": len(items), "results": results}
+              "mtp": None if editor is None else editor.mtp_heads is not None,
+              "items": len(results[0]["rows"]) if results else 0, "results": results}
     if json_out:
         json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     if plot:
