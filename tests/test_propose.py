@@ -262,8 +262,8 @@ def test_mtp_drafter_lives_as_long_as_the_generator_cache(taught):
     first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     drafter = editor.mtp_drafter
     drafted_with = []
-    generate = editor.generator.generate
-    editor.generator.generate = lambda *args, **kwargs: drafted_with.append(kwargs["drafters"]) or generate(*args, **kwargs)
+    generate = editor.backend.generator.generate
+    editor.backend.generator.generate = lambda *args, **kwargs: drafted_with.append(kwargs["drafters"]) or generate(*args, **kwargs)
     second = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     assert editor.mtp_drafter is drafter
     assert drafted_with and drafted_with[0][0].mtp is drafter
