@@ -152,3 +152,71 @@ def bench_quality(
     if plot:
         plot_quality([report], plot)
     print(markdown_quality(report))
+
+
+@bench_app.command("batch")
+def bench_batch(
+    server: str = typer.Option(None, "--server", help="A running server's URL (see docs/SERVING.md)."),
+    start_server: bool = typer.Option(False, "--start-server", help="Start the local vLLM of `make vllm` on the "
+                                                                   "model's folder for the run, then stop it."),
+    model: str = typer.Option("default", "--model", "-m", help="The local engine's model, the tokenizer, and what a "
+                                                               "started server serves."),
+    limit: int = typer.Option(64, "--limit", help="EditEval items (the first N)."),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="Server concurrencies, comma-separated."),
+    local: bool = typer.Option(True, "--local/--no-local", help="Also the local engine, one edit at a time."),
+    fmt: str = typer.Option("apply_patch", "--format", "-f", help="The format every task asks for."),
+    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
+    data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+) -> None:
+    """Batch throughput: edits per minute through a server at each concurrency, and the local engine
+    sequentially, on the same EditEval items in one run (docs/BENCHMARKS.md)."""
+    from contextlib import nullcontext
+
+    from bench.batch import batch_config, compare, markdown_batch
+    from bench.vllm_server import VllmUnavailable, local_vllm
+    from decoding.model_loading import resolve
+    from decoding.server_client import ServerError
+
+    from ..propose import Editor
+
+    if (server is None) == (not start_server):
+        raise typer.BadParameter("give --server URL or --start-server (one of them)", param_hint="--server")
+    try:
+        levels = [int(c) for c in concurrency.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 1,4,16, not {concurrency!r}", param_hint="--concurrency")
+    items = items_or_exit("editeval", limit, data)
+    err = Console(stderr=True)
+    report = {"model": model, "items": len(items), "format": fmt, "max_retries": max_retries, "results": []}
+
+    def progress(name, done, total):
+        err.print(f"{name}: {done}/{total}", highlight=False)
+
+    def measured(result):
+        report["results"].append(result)
+        err.print(f"{result['config']}: {result['edits_per_minute']:.2f} edits/min", highlight=False)
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    if local:  # first, before a started server takes memory and cores
+        with err.status("loading the model..."):
+            engine = Editor(model, max_retries=max_retries)
+        measured(batch_config("local engine, sequential", engine, items, fmt=fmt, concurrency=1, on_item=progress))
+        del engine
+    try:
+        served = local_vllm(resolve(model), log=json_out.with_suffix(".vllm.log") if json_out else None) \
+            if start_server else nullcontext(server)
+        with served as url:
+            remote = Editor(model, server=url, max_retries=max_retries)
+            remote.backend.client.check_grammar()
+            for level in levels:
+                measured(batch_config(f"server, concurrency {level}", remote, items, fmt=fmt, concurrency=level,
+                                      on_item=progress))
+    except (VllmUnavailable, ServerError) as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    report["results"] = compare(report["results"])
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(markdown_batch(report))
