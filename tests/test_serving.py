@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from decoding.server_client import PROBE_ANSWER, PROBE_GRAMMAR, ServerClient, ServerError
-from editor import prompting
 from editor.batch import Task, read_tasks, run_batch
 from editor.propose import Editor
 from editor.request import build_request

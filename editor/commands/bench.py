@@ -56,6 +56,8 @@ def bench_decode(
     configs: str = typer.Option(",".join(DECODE_CONFIGS), "--configs", help="Comma-separated, plain first."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+    server: str = typer.Option(None, "--server", help="Measure a server's decoding instead (vLLM, docs/SERVING.md): "
+                                                      "the same requests, one at a time; --model names the tokenizer."),
 ) -> None:
     """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
     from decoding.model_loading import load_drafting_heads, load_model
@@ -76,6 +78,9 @@ def bench_decode(
         raise typer.BadParameter(str(error), param_hint="--configs") from None
     items = items_or_exit("editeval", limit, data)
     err = Console(stderr=True)
+    if server is not None:
+        decode_on_server(server, model, items, fmt, max_new_tokens, modes[grammar], json_out, err)
+        return
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
         mtp_heads = load_drafting_heads(model, model_obj, heads, int8=not float_heads)  # as `edit` drafts
@@ -92,6 +97,28 @@ def bench_decode(
     decode(model_obj, tokenizer, items, heads=mtp_heads, max_new_tokens=max_new_tokens, fmt=fmt, configs=chosen,
            grammar_modes=modes[grammar], on_row=save)
     print(markdown_decode(report))
+
+
+def decode_on_server(server, model, items, fmt, max_new_tokens, grammar_modes, json_out, err) -> None:
+    from bench.decode import decode_server, markdown_decode_server
+    from decoding.model_loading import load_tokenizer
+    from decoding.server_client import ServerClient, ServerError
+
+    report = {"server": server, "model": model, "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
+              "configs": []}
+
+    def save(rows: list[dict]) -> None:
+        report["configs"] = rows
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    try:
+        decode_server(ServerClient(server), load_tokenizer(model), items, max_new_tokens=max_new_tokens, fmt=fmt,
+                      grammar_modes=grammar_modes, on_row=save)
+    except ServerError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    print(markdown_decode_server(report))
 
 
 @bench_app.command("quality")
@@ -113,11 +140,14 @@ def bench_quality(
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+    server: str = typer.Option(None, "--server", help="Generate on a server (vLLM, docs/SERVING.md); --model names "
+                                                      "the tokenizer."),
 ) -> None:
     """Edit quality as `edit` makes edits: pass@1 of the item's tests after the edit, well-formed rate, why
     each item failed, tokens and seconds."""
     from bench.items import pick, steering_set
     from bench.quality import ResultCache, check_formats, markdown_quality, plot_quality, quality
+    from decoding.server_client import ServerError
 
     from ..propose import Editor
 
@@ -136,8 +166,16 @@ def bench_quality(
         raise typer.BadParameter(str(error), param_hint="--items") from None
     items = items[:limit]
     with err.status("loading the model..."):
-        editor = Editor(model, quantize=quantize, max_retries=max_retries)  # otherwise as `edit` builds its Editor
+        # otherwise as `edit` builds its Editor
+        editor = Editor(model, quantize=quantize, max_retries=max_retries, server=server)
     settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
+    if server is not None:  # kept apart in the cache; a local run's settings (and cache paths) stay as they were
+        settings["server"] = server
+        try:  # up front: a server that is down or takes no grammar would otherwise fail every item
+            editor.backend.client.check_grammar()
+        except ServerError as error:
+            err.print(f"[red]error:[/] {error}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
 
     def progress(fmt, item, row):
         err.print(f"{fmt:12} {item.task_id:24} {'pass' if row['passed'] else row['failure']:12} "
