@@ -62,10 +62,14 @@ class ServerModel:
 
         done = self.client.complete(request.prompt_ids, grammar=request.grammar, max_tokens=request.max_new_tokens,
                                     temperature=temperature, seed=seed)
-        stats = Stats(new_tokens=done.completion_tokens, model_calls=1, seconds=done.seconds,
-                      tokens_per_s=done.completion_tokens / done.seconds if done.seconds > 0 else 0.0)
+        tokens = done.token_ids or []
+        if tokens and tokens[-1] in self.tokenizer.all_special_ids:  # the end of turn: local Generations leave it out
+            tokens = tokens[:-1]
+        count = len(tokens) if done.token_ids is not None else done.completion_tokens
+        stats = Stats(new_tokens=count, model_calls=1, seconds=done.seconds,
+                      tokens_per_s=count / done.seconds if done.seconds > 0 else 0.0)
         if on_progress is not None:
             on_progress(stats)
         # vLLM: "stop" for an end of turn or a grammar that ended, "length" for the budget spent
         finish = "length" if done.finish_reason == "length" else "eos"
-        return done.text, Generation(done.token_ids or [], stats, finish)
+        return done.text, Generation(tokens, stats, finish)

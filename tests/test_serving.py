@@ -64,8 +64,8 @@ class FakeServer:
                 time.sleep(fake.delay(body))
                 probe = grammar == PROBE_GRAMMAR and fake.grammar == "enforce"
                 text = PROBE_ANSWER if probe else fake.answer(body)
-                self.send(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop", "token_ids": [1, 2]}],
-                                "usage": {"prompt_tokens": 10, "completion_tokens": 2}})
+                choice = {"index": 0, "text": text, "finish_reason": "stop", "token_ids": [40, 41, 2]}
+                self.send(200, {"choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 2}})
 
             def send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
@@ -114,7 +114,7 @@ def test_request_carries_prompt_ids_grammar_budget_and_the_token_from_the_enviro
     monkeypatch.setenv("EDIT_SERVER_TOKEN", "sekrit")
     with FakeServer(lambda body: "ok") as server:
         done = ServerClient(server.url + "/v1/").complete([5, 6, 7], grammar='start: "ok"', max_tokens=33, seed=3)
-    assert (done.text, done.token_ids, done.finish_reason, done.completion_tokens) == ("ok", [1, 2], "stop", 2)
+    assert (done.text, done.token_ids, done.finish_reason, done.completion_tokens) == ("ok", [40, 41, 2], "stop", 2)
     body = server.completions()[0]
     assert body["model"] == "fake-model"  # the server's only model, from /v1/models
     assert body["prompt"] == [5, 6, 7] and body["max_tokens"] == 33 and body["temperature"] == 0.0
@@ -182,7 +182,7 @@ def test_editor_sends_the_local_prompt_and_narrowed_grammar_and_applies_the_answ
     (body,) = server.completions()
     assert body["prompt"] == local.prompt_ids and body["max_tokens"] == local.max_new_tokens
     assert body["structured_outputs"]["grammar"] == local.grammar and "return 3.14" in local.grammar
-    assert result.stats["attempts"] == 1 and result.stats["output_tokens"] == 2
+    assert result.stats["attempts"] == 1 and result.stats["output_tokens"] == 2  # the end of turn (2) not counted
 
 
 def test_a_rejected_server_edit_is_fed_back_through_the_same_retry_loop(tokenizer):

@@ -74,7 +74,8 @@ def batch_command(
     if out is None:
         for row in rows:
             print(json.dumps(row))
-    counts = {status: sum(r["status"] == status for r in rows) for status in ("written", "proposed", "rejected", "error")}
+    statuses = ("written", "proposed", "rejected", "error")
+    counts = {status: sum(r["status"] == status for r in rows) for status in statuses}
     err.print(", ".join(f"{n} {status}" for status, n in counts.items()) + (f"; results in {out}" if out else "")
               + ("" if yes or not counts["proposed"] else "; nothing written (--yes writes)"), highlight=False)
     raise typer.Exit(EXIT_OK if not counts["rejected"] and not counts["error"] else EXIT_REJECTED)
