@@ -5,6 +5,7 @@ support, and batches (input order, resume, --yes, one file per task)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -217,11 +218,9 @@ def edit_files(folder: Path, count: int) -> list[Path]:
 
 
 def patch_for_prompt(tokenizer):
-    """The rename patch of whichever file the prompt shows (the file name is in the prompt)."""
+    """The rename patch of whichever file the prompt shows (shapeN.py or itemN.py, holding 3.1N)."""
     def answer(body):
-        text = prompt_text(tokenizer, body)
-        name = next(n for n in (f"shape{i}.py" for i in range(10)) if n in text)
-        digit = name[5]
+        name, digit = re.search(r"\b((?:shape|item)(\d)\.py)", prompt_text(tokenizer, body)).groups()
         return PATCH.format(name=name).replace("3.14", f"3.1{digit}")
     return answer
 
@@ -305,3 +304,18 @@ def test_a_failing_task_is_recorded_and_the_batch_goes_on(tokenizer, tmp_path):
         rows = run_batch(editor, [Task(1, str(files[0]), INSTRUCTION, "apply_patch"),
                                   Task(2, str(files[1]), INSTRUCTION, "apply_patch")], concurrency=1)
     assert [r["status"] for r in rows] == ["error", "proposed"] and "HTTP 400" in rows[0]["errors"][0]["message"]
+
+
+def test_bench_batch_counts_written_and_passing_edits_and_compares_diffs(tokenizer):
+    from bench.batch import batch_config, compare, markdown_batch
+    from bench.items import Item
+
+    items = [Item(f"t/{i}", INSTRUCTION, SOURCE.replace("3.14", f"3.1{i}"), None,
+                  "assert round(circle_area(1.0), 2) == 3.1" + str(i) + "\n") for i in range(2)]
+    with FakeServer(patch_for_prompt(tokenizer)) as server:
+        editor = Editor(server=server.url, tokenizer=tokenizer, max_retries=0)
+        results = [batch_config(f"server, concurrency {n}", editor, items, fmt="apply_patch", concurrency=n)
+                   for n in (1, 2)]
+    report = {"items": 2, "format": "apply_patch", "max_retries": 0, "model": "tiny", "results": compare(results)}
+    assert [(r["written"], r["pass_at_1"], r["same_as_first"]) for r in results] == [(2, 1.0, 2), (2, 1.0, 2)]
+    assert "| server, concurrency 2 |" in markdown_batch(report)
