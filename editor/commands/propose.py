@@ -76,7 +76,7 @@ def propose(
         print_diff(result.diff)
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
-                  f"({s['tokens_per_s']:.1f} tokens/s, {s['mean_accepted']:.2f} tokens per model call), "
+                  f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
                   f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}")
     if not result.ok:
         raise typer.Exit(EXIT_REJECTED)
@@ -111,7 +111,12 @@ def _confirm(err: Console, question: str) -> bool:
 
 def _progress(err: Console):
     def report(stats) -> None:
-        err.file.write(f"\r  {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s, "
-                       f"{stats.mean_accepted:.2f} tokens per model call   ")
+        err.file.write(f"\r  {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s"
+                       f"{_per_call(stats.verifications, stats.mean_accepted)}   ")
         err.file.flush()
     return report
+
+
+def _per_call(verifications: int, mean_accepted: float) -> str:
+    # a server's generation counts no verification steps of ours: it drafts (or not) on its own
+    return f", {mean_accepted:.2f} tokens per model call" if verifications else ""
