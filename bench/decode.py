@@ -71,6 +71,36 @@ def decode(model, tokenizer, items: list[Item], *, heads=None, max_new_tokens: i
     return rows
 
 
+def decode_server(client, tokenizer, items: list[Item], *, max_new_tokens: int = 96, fmt: str = "apply_patch",
+                  grammar_modes=(True, False), on_row=None) -> list[dict]:
+    """Decoding speed on a server (`client`, a ServerClient): the same requests as `decode` builds, one at a time,
+    greedy; whatever the server drafts with is its own (vLLM: --speculative-config). Times are the requests'
+    wall-clock, so they include the prompt's prefill (the server may cache it between items: vLLM does)."""
+    from decoding.generate import Stats
+
+    rows = []
+    for use_grammar in grammar_modes:
+        total = Stats()
+        for item in items:
+            request = build_request(tokenizer, fmt, name="item.py", text=item.code, instruction=item.instruction,
+                                    language="python", grammar=use_grammar, local=False)
+            done = client.complete(request.prompt_ids, grammar=request.grammar, max_tokens=max_new_tokens)
+            total.merge(Stats(new_tokens=done.completion_tokens, model_calls=1, seconds=done.seconds))
+        rows.append({"config": "server" + (" +grammar" if use_grammar else ""), "tokens_per_s": total.tokens_per_s,
+                     "output_tokens": total.new_tokens, "seconds": total.seconds})
+        if on_row:
+            on_row(rows)
+    return rows
+
+
+def markdown_decode_server(report: dict) -> str:
+    lines = [f"server {report['server']} ({report['model']} tokenizer), {report['items']} EditEval items, "
+             f"{report['format']} outputs, greedy, one request at a time", "",
+             "| config | tokens/s | output tokens | seconds |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['config']} | {r['tokens_per_s']:.2f} | {r['output_tokens']} | {r['seconds']:.1f} |"
+              for r in report["configs"]]
+    return "\n".join(lines)
+
 
 def markdown_decode(report: dict) -> str:
     heads = f", MTP heads: {report['heads']} ({report['heads_dtype']})" if report.get("heads") else ""

@@ -50,6 +50,18 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     return model.eval(), tokenizer
 
 
+def load_tokenizer(spec: str | None = None):
+    """The tokenizer of `spec` alone (for a model served elsewhere: the prompt is built here)."""
+    from transformers import AutoTokenizer
+
+    source = resolve(spec)
+    try:
+        with no_transformers_progress_bars():
+            return AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise ModelError(f"could not load the tokenizer of {source!r}: {error}") from None
+
+
 def thread_count(threads: int | None = None) -> int:
     """Threads for torch: `threads`, else `$EDIT_THREADS`, else min(2, cores)."""
     if threads is None and os.environ.get("EDIT_THREADS"):

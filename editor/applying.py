@@ -18,6 +18,7 @@ import fnmatch
 import glob
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 from . import formats, validation
@@ -115,6 +116,18 @@ def commit(files: Files, changes: list[FileChange], *, language: str | None = No
     if errors or not changes:
         return errors
     return write(files, changes, force=force)
+
+
+def write_proposal(path: str | os.PathLike, old_text: str, new_text: str, *,
+                   language: str | None = None) -> list[EditError]:
+    """Write a proposed edit of the file at `path` (validated, atomic), unless the file changed since the edit
+    was proposed from `old_text`: the errors (then nothing was written)."""
+    file = Path(path)
+    workspace = Workspace(file.resolve().parent)
+    old = workspace.read(file.name)
+    if old.text != old_text:
+        return [EditError("changed since read (while the edit was generated)", file=str(path))]
+    return commit(workspace, [FileChange(file.name, old, new_text)], language=language)
 
 
 def _fail(result: ApplyResult, errors: list[EditError]) -> ApplyResult:

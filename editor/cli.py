@@ -6,7 +6,7 @@ import sys
 
 from .commands import app
 # Importing a command module registers its commands on `app`.
-from .commands import apply, bench, hooks, model, propose, recover, rules, serve, train  # noqa: F401
+from .commands import apply, batch, bench, hooks, model, propose, recover, rules, serve, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

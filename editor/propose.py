@@ -91,32 +91,50 @@ class Editor:
     default) adds the model's MTP heads, where it has some (shipped or native; float32 models only), to
     the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
     Each try's output budget follows the file and format (`request.output_budget`), capped by `max_new_tokens`.
+
+    server: the URL of an OpenAI-compatible server (vLLM, docs/SERVING.md) that generates instead of a local
+    model, or a `decoding.server_client.ServerClient`; only `model`'s tokenizer is loaded here, to build the
+    same prompt. `server_model` names the served model (default: the server's only one); the auth token is
+    read from $EDIT_SERVER_TOKEN. `grammar=False` sends no grammar: the output is unconstrained and the
+    applier alone checks it (for servers that take no grammar).
     """
 
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
                  spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
-                 max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True):
-        from decoding.generate import Generator
+                 max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True,
+                 server=None, server_model: str | None = None, grammar: bool = True):
+        from .generation import LocalModel, ServerModel
 
-        if model_obj is None:
-            from decoding.model_loading import load_drafting_heads, load_model
+        if server is not None:
+            from decoding.server_client import ServerClient
 
-            model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
-            # Beside copy drafts, int8 MTP drafts are faster than copy drafts alone (docs/BENCHMARKS.md).
-            if mtp_heads is None and spec and mtp:
-                mtp_heads = load_drafting_heads(model, model_obj)
-        self.model, self.tokenizer = model_obj, tokenizer
+            client = server if isinstance(server, ServerClient) else ServerClient(server, server_model)
+            if tokenizer is None:
+                from decoding.model_loading import load_tokenizer
+
+                tokenizer = load_tokenizer(model)
+            self.backend = ServerModel(client, tokenizer)
+            mtp_heads = None
+        else:
+            if model_obj is None:
+                from decoding.model_loading import load_drafting_heads, load_model
+
+                model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
+                # Beside copy drafts, int8 MTP drafts are faster than copy drafts alone (docs/BENCHMARKS.md).
+                if mtp_heads is None and spec and mtp:
+                    mtp_heads = load_drafting_heads(model, model_obj)
+            self.backend = LocalModel(model_obj, tokenizer)
+        self.tokenizer = tokenizer
         self.mtp_heads = mtp_heads
         # One MTP drafter for the Editor's life: it holds the target's hidden states for the prompt prefix
         # that the generator's KV cache keeps between calls; a new drafter per call would lack them.
         self.mtp_drafter = mtp_drafter(mtp_heads) if mtp_heads is not None else None
         self.spec = spec
+        self.grammar = grammar
         self.max_retries = max_retries
         self.temperature = temperature
         self.seed = seed
         self.max_new_tokens = max_new_tokens
-        self.generator = Generator(model_obj, tokenizer)
-        self.vocab_size = model_obj.get_output_embeddings().out_features  # int8 layers have no .weight tensor
 
     def edit(self, path_or_text: str | os.PathLike, instruction: str, *, format: str = "auto",
              path: str | None = None, language: str | None = None, max_retries: int | None = None,
@@ -176,15 +194,14 @@ class Editor:
 
     def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
         temperature = self.temperature or (RETRY_TEMPERATURE if feedback else 0.0)
+        backend = self.backend
         request = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
-                                language=language, feedback=feedback, eos_token_ids=self.generator.eos_token_ids,
-                                vocab_size=self.vocab_size, max_new_tokens=self.max_new_tokens, spec=self.spec,
-                                mtp=self.mtp_drafter)
-        generation = self.generator.generate(request.prompt_ids, request.constraint,
-                                             max_new_tokens=request.max_new_tokens, temperature=temperature,
-                                             seed=self.seed + len(feedback), on_progress=on_progress,
-                                             drafters=request.drafters)
-        output = self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
+                                language=language, feedback=feedback, eos_token_ids=backend.eos_token_ids,
+                                vocab_size=backend.vocab_size, grammar=self.grammar,
+                                max_new_tokens=self.max_new_tokens, spec=self.spec, mtp=self.mtp_drafter,
+                                local=backend.local)
+        output, generation = backend.generate(request, temperature=temperature, seed=self.seed + len(feedback),
+                                              on_progress=on_progress)
         return output, generation, request
 
     @staticmethod

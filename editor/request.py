@@ -29,31 +29,36 @@ STRUCTURED_MARGIN = 128  # headers, markers, a few added lines
 @dataclass
 class Request:
     prompt_ids: list[int]
-    constraint: object | None  # a GrammarConstraint, or None (`whole`, or built without the grammar)
+    grammar: str | None  # the format's Lark grammar narrowed to the file; None: `whole`, or built without it
+    constraint: object | None  # a GrammarConstraint over `grammar` (None without it, or for a server)
     drafters: list  # what `Generator.generate` drafts with
     max_new_tokens: int  # the output budget (`output_budget`)
 
 
 def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str, language: str | None,
                   feedback=(), eos_token_ids=(), vocab_size: int | None = None, grammar: bool = True,
-                  max_new_tokens: int | None = None, spec: bool = True, mtp=None) -> Request:
+                  max_new_tokens: int | None = None, spec: bool = True, mtp=None, local: bool = True) -> Request:
     """The request for an edit of `text` (called `name`) in `fmt`. `spec`: draft from the file (copy), with
-    `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the constraint out;
-    `max_new_tokens` caps the output budget."""
+    `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the grammar out;
+    `max_new_tokens` caps the output budget. `local=False`: for a server, which enforces `grammar` itself and
+    drafts on its own, so neither the local constraint nor drafters are built."""
     from decoding.constraint import GrammarConstraint, tokenizer_for
 
     chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
                               feedback=feedback)
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language)) \
+        if fmt != "whole" and grammar else None
     constraint = None
-    if fmt != "whole" and grammar:
-        narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language))
+    if narrowed is not None and local:
+        # OT's document check (quoted text must be in the file) has no Lark form: a server goes without it,
+        # and the applier refuses what it would have stopped.
         check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
         constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
                                        token_check=check, vocab_size=vocab_size)
-    drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec else []
-    return Request(prompt_ids, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
+    drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec and local else []
+    return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
 
 
 def edit_drafters(tokenizer, fmt: str, text: str, mtp=None) -> list:

@@ -116,9 +116,9 @@ def test_a_greedy_editor_samples_its_retries_seeded(taught, temperature, expecte
     model, tokenizer = taught
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200, max_retries=2, temperature=temperature)
     tries = []
-    generate = editor.generator.generate
-    editor.generator.generate = lambda *args, **kwargs: (tries.append((kwargs["temperature"], kwargs["seed"]))
-                                                         or generate(*args, **kwargs))
+    generate = editor.backend.generator.generate
+    editor.backend.generator.generate = lambda *args, **kwargs: (
+        tries.append((kwargs["temperature"], kwargs["seed"])) or generate(*args, **kwargs))
     first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py", check=lambda text: "wrong")
     assert tries == expected
     again = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py", check=lambda text: "wrong")
@@ -280,8 +280,8 @@ def test_mtp_drafter_lives_as_long_as_the_generator_cache(taught):
     first = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     drafter = editor.mtp_drafter
     drafted_with = []
-    generate = editor.generator.generate
-    editor.generator.generate = lambda *args, **kwargs: drafted_with.append(kwargs["drafters"]) or generate(*args, **kwargs)
+    generate = editor.backend.generator.generate
+    editor.backend.generator.generate = lambda *args, **kwargs: drafted_with.append(kwargs["drafters"]) or generate(*args, **kwargs)
     second = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     assert editor.mtp_drafter is drafter
     assert drafted_with and drafted_with[0][0].mtp is drafter

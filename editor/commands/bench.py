@@ -56,6 +56,8 @@ def bench_decode(
     configs: str = typer.Option(",".join(DECODE_CONFIGS), "--configs", help="Comma-separated, plain first."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+    server: str = typer.Option(None, "--server", help="Measure a server's decoding instead (vLLM, docs/SERVING.md): "
+                                                      "the same requests, one at a time; --model names the tokenizer."),
 ) -> None:
     """Decoding speed: plain / copy / MTP k=1..4 / MTP+copy, grammar on and off, speed-ups measured in one run."""
     from decoding.model_loading import load_drafting_heads, load_model
@@ -76,6 +78,9 @@ def bench_decode(
         raise typer.BadParameter(str(error), param_hint="--configs") from None
     items = items_or_exit("editeval", limit, data)
     err = Console(stderr=True)
+    if server is not None:
+        decode_on_server(server, model, items, fmt, max_new_tokens, modes[grammar], json_out, err)
+        return
     with err.status("loading the model..."):
         model_obj, tokenizer = load_model(model, quantize=quantize)
         mtp_heads = load_drafting_heads(model, model_obj, heads, int8=not float_heads)  # as `edit` drafts
@@ -92,6 +97,28 @@ def bench_decode(
     decode(model_obj, tokenizer, items, heads=mtp_heads, max_new_tokens=max_new_tokens, fmt=fmt, configs=chosen,
            grammar_modes=modes[grammar], on_row=save)
     print(markdown_decode(report))
+
+
+def decode_on_server(server, model, items, fmt, max_new_tokens, grammar_modes, json_out, err) -> None:
+    from bench.decode import decode_server, markdown_decode_server
+    from decoding.model_loading import load_tokenizer
+    from decoding.server_client import ServerClient, ServerError
+
+    report = {"server": server, "model": model, "items": len(items), "format": fmt, "max_new_tokens": max_new_tokens,
+              "configs": []}
+
+    def save(rows: list[dict]) -> None:
+        report["configs"] = rows
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    try:
+        decode_server(ServerClient(server), load_tokenizer(model), items, max_new_tokens=max_new_tokens, fmt=fmt,
+                      grammar_modes=grammar_modes, on_row=save)
+    except ServerError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    print(markdown_decode_server(report))
 
 
 @bench_app.command("quality")
@@ -115,11 +142,14 @@ def bench_quality(
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+    server: str = typer.Option(None, "--server", help="Generate on a server (vLLM, docs/SERVING.md); --model names "
+                                                      "the tokenizer."),
 ) -> None:
     """Edit quality as `edit` makes edits: pass@1 of the item's tests after the edit, well-formed rate, why
     each item failed, tokens and seconds."""
     from bench.items import pick, steering_set
     from bench.quality import ResultCache, check_formats, markdown_quality, plot_quality, quality
+    from decoding.server_client import ServerError
 
     from ..propose import Editor
 
@@ -140,10 +170,19 @@ def bench_quality(
     if cached_only and cache is None:
         raise typer.BadParameter("needs --cache DIR", param_hint="--cached-only")
     settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
+    if server is not None:  # kept apart in the cache; a local run's settings (and cache paths) stay as they were
+        settings["server"] = server
     editor = None
     if not cached_only:
         with err.status("loading the model..."):
-            editor = Editor(model, quantize=quantize, max_retries=max_retries)  # otherwise as `edit` builds it
+            # otherwise as `edit` builds its Editor
+            editor = Editor(model, quantize=quantize, max_retries=max_retries, server=server)
+    if editor is not None and server is not None:
+        try:  # up front: a server that is down or takes no grammar would otherwise fail every item
+            editor.backend.client.check_grammar()
+        except ServerError as error:
+            err.print(f"[red]error:[/] {error}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
 
     def progress(fmt, item, row):
         err.print(f"{fmt:12} {item.task_id:24} {'pass' if row['passed'] else row['failure']:12} "
@@ -159,3 +198,71 @@ def bench_quality(
     if plot:
         plot_quality([report], plot)
     print(markdown_quality(report))
+
+
+@bench_app.command("batch")
+def bench_batch(
+    server: str = typer.Option(None, "--server", help="A running server's URL (see docs/SERVING.md)."),
+    start_server: bool = typer.Option(False, "--start-server", help="Start the local vLLM of `make vllm` on the "
+                                                                   "model's folder for the run, then stop it."),
+    model: str = typer.Option("default", "--model", "-m", help="The local engine's model, the tokenizer, and what a "
+                                                               "started server serves."),
+    limit: int = typer.Option(64, "--limit", help="EditEval items (the first N)."),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="Server concurrencies, comma-separated."),
+    local: bool = typer.Option(True, "--local/--no-local", help="Also the local engine, one edit at a time."),
+    fmt: str = typer.Option("apply_patch", "--format", "-f", help="The format every task asks for."),
+    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
+    data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+) -> None:
+    """Batch throughput: edits per minute through a server at each concurrency, and the local engine
+    sequentially, on the same EditEval items in one run (docs/BENCHMARKS.md)."""
+    from contextlib import nullcontext
+
+    from bench.batch import batch_config, compare, markdown_batch
+    from bench.vllm_server import VllmUnavailable, local_vllm
+    from decoding.model_loading import resolve
+    from decoding.server_client import ServerError
+
+    from ..propose import Editor
+
+    if (server is None) == (not start_server):
+        raise typer.BadParameter("give --server URL or --start-server (one of them)", param_hint="--server")
+    try:
+        levels = [int(c) for c in concurrency.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 1,4,16, not {concurrency!r}", param_hint="--concurrency")
+    items = items_or_exit("editeval", limit, data)
+    err = Console(stderr=True)
+    report = {"model": model, "items": len(items), "format": fmt, "max_retries": max_retries, "results": []}
+
+    def progress(name, done, total):
+        err.print(f"{name}: {done}/{total}", highlight=False)
+
+    def measured(result):
+        report["results"].append(result)
+        err.print(f"{result['config']}: {result['edits_per_minute']:.2f} edits/min", highlight=False)
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    if local:  # first, before a started server takes memory and cores
+        with err.status("loading the model..."):
+            engine = Editor(model, max_retries=max_retries)
+        measured(batch_config("local engine, sequential", engine, items, fmt=fmt, concurrency=1, on_item=progress))
+        del engine
+    try:
+        served = local_vllm(resolve(model), log=json_out.with_suffix(".vllm.log") if json_out else None) \
+            if start_server else nullcontext(server)
+        with served as url:
+            remote = Editor(model, server=url, max_retries=max_retries)
+            remote.backend.client.check_grammar()
+            for level in levels:
+                measured(batch_config(f"server, concurrency {level}", remote, items, fmt=fmt, concurrency=level,
+                                      on_item=progress))
+    except (VllmUnavailable, ServerError) as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    report["results"] = compare(report["results"])
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(markdown_batch(report))

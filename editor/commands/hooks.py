@@ -22,6 +22,7 @@ from ..errors import EditError
 from ..files import FileChange, Workspace, normalize
 from . import EXIT_OK, EXIT_REJECTED, app
 from .apply import console, print_diff
+from .propose import SERVER_HELP, SERVER_MODEL_HELP
 from .rules import DEFAULT_RULES, run
 
 
@@ -51,6 +52,8 @@ def hook_instruction_command(
     format: str = typer.Option("auto", "--format", help="The edit format the model writes."),
     model: str = typer.Option("default", "--model", help="Model: a name from `edit model list`, a "
                                                            ".gguf file or a folder."),
+    server: str = typer.Option(None, "--server", help=SERVER_HELP),
+    server_model: str = typer.Option(None, "--server-model", help=SERVER_MODEL_HELP),
 ) -> None:
     """pre-commit hook edit-instruction: the local model applies one instruction to each file.
 
@@ -62,6 +65,7 @@ def hook_instruction_command(
                    "(args: [--instruction, '...']); nothing to do", err=True)
         raise typer.Exit(EXIT_OK)
     from decoding.model_registry import ModelError
+    from decoding.server_client import ServerError
 
     from ..propose import Editor
 
@@ -69,7 +73,7 @@ def hook_instruction_command(
     changes: list[FileChange] = []
     errors: list[EditError] = []
     try:
-        editor = Editor(model=model)
+        editor = Editor(model=model, server=server, server_model=server_model)
         for path in files or []:
             try:
                 old = workspace.read(path)
@@ -84,7 +88,7 @@ def hook_instruction_command(
                                         file=result.path))
             elif result.new_text != old.text:
                 changes.append(FileChange(result.path, old, result.new_text))
-    except ModelError as exc:
+    except (ModelError, ServerError) as exc:
         typer.echo(f"edit-instruction: {exc}", err=True)
         raise typer.Exit(EXIT_REJECTED) from None
     write_errors = commit(workspace, changes)

@@ -13,6 +13,12 @@ from ..errors import EditError
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 from .apply import print_diff
 
+SERVER_HELP = ("Generate on an OpenAI-compatible server (vLLM) at this URL instead of a local model; the grammar "
+               "goes with each request. Auth: $EDIT_SERVER_TOKEN. See docs/SERVING.md.")
+SERVER_MODEL_HELP = "The served model's name (default: the server's only model). --model still names the tokenizer."
+GRAMMAR_HELP = ("Constrain the output with the format's grammar (--no-grammar: for a server that takes none; the "
+                "applier still checks every edit).")
+
 
 @app.command()
 def propose(
@@ -32,6 +38,9 @@ def propose(
     quantize: str = typer.Option("none", "--quantize", help="none (float32; MTP heads apply) or int8 (about 3x faster, different greedy picks)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: min(2, cores) or $EDIT_THREADS)."),
     language: str = typer.Option(None, "--language", help="Override the language detected from the file name."),
+    server: str = typer.Option(None, "--server", help=SERVER_HELP),
+    server_model: str = typer.Option(None, "--server-model", help=SERVER_MODEL_HELP),
+    grammar: bool = typer.Option(True, "--grammar/--no-grammar", help=GRAMMAR_HELP),
 ) -> None:
     """Propose an edit of FILE with a local model (also: `edit FILE INSTRUCTION`)."""
     err = Console(stderr=True)
@@ -40,18 +49,20 @@ def propose(
         raise typer.Exit(EXIT_USAGE)
     try:
         from decoding.model_registry import ModelError
+        from decoding.server_client import ServerError
 
-        with err.status("loading the model..."):
+        with err.status("loading the model..." if server is None else "loading the tokenizer..."):
             editor = make_editor(model=model, quantize=quantize, threads=threads, spec=not no_spec, mtp=mtp,
-                                 max_retries=max_retries, temperature=temperature)
+                                 max_retries=max_retries, temperature=temperature, server=server,
+                                 server_model=server_model, grammar=grammar)
         result = editor.edit(file, instruction, format=format, language=language,
                              on_progress=None if as_json else _progress(err))
-    except (EditError, ModelError) as exc:
+    except (EditError, ModelError, ServerError) as exc:
         if as_json:
             print(json.dumps({"ok": False, "errors": [{"file": str(file), "line": None, "message": str(exc)}]}))
         else:
-            err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_USAGE if isinstance(exc, ModelError) else EXIT_REJECTED)
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED if isinstance(exc, EditError) else EXIT_USAGE)
     if not as_json:
         err.print()  # end the progress line
     result.path = str(file)
@@ -65,7 +76,7 @@ def propose(
         print_diff(result.diff)
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
-                  f"({s['tokens_per_s']:.1f} tokens/s, {s['mean_accepted']:.2f} tokens per model call), "
+                  f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
                   f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}")
     if not result.ok:
         raise typer.Exit(EXIT_REJECTED)
@@ -74,14 +85,9 @@ def propose(
     if not yes and not _confirm(err, f"Write {file}?"):
         err.print("nothing written")
         raise typer.Exit(EXIT_OK)
-    from ..applying import commit
-    from ..files import FileChange, Workspace
+    from ..applying import write_proposal
 
-    workspace = Workspace(file.resolve().parent)
-    old = workspace.read(file.name)
-    errors = [EditError("changed since read (while the edit was generated)", file=str(file))] \
-        if old.text != result.old_text else commit(workspace, [FileChange(file.name, old, result.new_text)],
-                                                   language=language)
+    errors = write_proposal(file, result.old_text, result.new_text, language=language)
     for error in errors:
         err.print(f"[red]error:[/] {error}", highlight=False)
     if errors:
@@ -105,7 +111,12 @@ def _confirm(err: Console, question: str) -> bool:
 
 def _progress(err: Console):
     def report(stats) -> None:
-        err.file.write(f"\r  {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s, "
-                       f"{stats.mean_accepted:.2f} tokens per model call   ")
+        err.file.write(f"\r  {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tokens/s"
+                       f"{_per_call(stats.verifications, stats.mean_accepted)}   ")
         err.file.flush()
     return report
+
+
+def _per_call(verifications: int, mean_accepted: float) -> str:
+    # a server's generation counts no verification steps of ours: it drafts (or not) on its own
+    return f", {mean_accepted:.2f} tokens per model call" if verifications else ""
