@@ -10,7 +10,7 @@ $(BIN)/edit: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/edit
 
-.PHONY: setup demo test test-slow
+.PHONY: setup demo test test-slow peers
 setup: $(BIN)/edit
 
 demo: setup
@@ -22,3 +22,16 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# `edit bench peers` runs llama.cpp in its own virtualenv. Built from source for AVX2 only: a native
+# build died with an illegal instruction on a machine that advertises AVX-512 and AMX.
+PEERS_VENV := .venv-peers
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+peers: $(PEERS_VENV)/bin/llama-ready
+
+$(PEERS_VENV)/bin/llama-ready:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+		nice $(PEERS_VENV)/bin/pip install --no-binary llama-cpp-python '$(LLAMA_CPP_PYTHON)'
+	touch $@
