@@ -61,12 +61,18 @@ def make_jobs(tokenizer, items: list[Item], formats, eos) -> list[Job]:
     return jobs
 
 
+def llama_available(python: Path = PEERS_PYTHON) -> bool:
+    """Whether `python` exists and imports llama_cpp."""
+    return Path(python).is_file() and subprocess.run([str(python), "-c", "import llama_cpp"],
+                                                     capture_output=True).returncode == 0
+
+
 def run_llama(gguf: Path, jobs: list[Job], eos, threads: int, python: Path = PEERS_PYTHON,
               modes=LLAMA_MODES) -> dict:
     """llama.cpp's results for the jobs (`bench/peers_llama.py`), run by the peers virtualenv's `python`."""
-    if not Path(python).is_file():
-        raise PeersError(f"no llama.cpp to compare with: {python} is missing; run `make peers` (builds "
-                         f"llama-cpp-python from source, many minutes) or pass --peers-python")
+    if not llama_available(python):
+        raise PeersError(f"no llama.cpp to compare with: {python} is missing or lacks llama_cpp; run `make peers` "
+                         f"(builds llama-cpp-python from source, many minutes) or pass --peers-python")
     n_ctx = max(len(job.prompt_ids) + job.max_new_tokens for job in jobs) + 16
     spec = {"gguf": str(gguf), "threads": threads, "n_ctx": n_ctx, "modes": list(modes), "eos": sorted(eos),
             "jobs": [{"id": job.id, "prompt_ids": job.prompt_ids, "max_tokens": job.max_new_tokens} for job in jobs]}
