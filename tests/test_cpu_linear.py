@@ -130,3 +130,17 @@ def test_a_float16_weight_model_generates_the_same_greedy_tokens(monkeypatch):
         assert sum(isinstance(m, Float16Linear) for m in model.modules()) == 2 * 7 + 1  # every Linear + lm_head
         got = model.generate(prompt, max_new_tokens=12, do_sample=False)
     assert got.tolist() == expected.tolist()
+
+
+def test_bench_kernels_products_agree_on_one_layer():
+    from bench import cpu_linear as linear_bench
+
+    weight = torch.randn(64, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+    x = torch.randn(3, 128)
+    products = linear_bench.kernel_products(weight)
+    exact = x @ weight.T
+    with torch.inference_mode():
+        errors = {name: float((product(x) - exact).norm() / exact.norm()) for name, product in products.items()}
+    # relative error: float32 exact, float16 ~2^-11, int8 ~1/127 a weight, int4 ~1/15 of a group's range
+    assert errors["float32 (shipped)"] < 1e-6 and errors["float16 (fbgemm)"] < 1e-3, errors
+    assert errors["int8 weight-only"] < 0.02 and errors["int8 dynamic"] < 0.05 and errors["int4 weight-only"] < 0.2, errors
