@@ -44,7 +44,7 @@ def bench_decode(
     model: str = typer.Option("default", "--model", "-m"),
     limit: int = typer.Option(4, "--limit", help="EditEval items to decode."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
-    quantize: str = typer.Option("none", "--quantize"),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16 or int8."),
     heads: Path = typer.Option(None, "--heads", exists=True,
                                help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
                                     "or a folder holding one (and draft_vocab.safetensors, if any)."),
@@ -106,7 +106,7 @@ def bench_quality(
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
     span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`) or int8."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`), float16 or int8."),
     max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
