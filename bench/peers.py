@@ -130,9 +130,11 @@ def summarize(engine: str, weights: str, drafting: str, rows: list[dict], jobs: 
                for name, reference in references.items()}}
 
 
-def peers(jobs: list[Job], *, llama: dict | None, ours: dict[str, tuple], configs=OUR_CONFIGS) -> list[dict]:
+def peers(jobs: list[Job], *, llama: dict | None, ours: dict[str, tuple], configs=OUR_CONFIGS,
+          on_config=None) -> list[dict]:
     """The table's rows, per format: llama.cpp's modes (from `run_llama`, or None), then ours.
-    `ours`: weights name -> (model, tokenizer, heads, load seconds), float32 ("none") first when present."""
+    `ours`: weights name -> (model, tokenizer, heads, load seconds), float32 ("none") first when present.
+    `on_config(weights, config, rows)` after each of our configs (a long run shows where it is)."""
     results: dict[tuple[str, str, str], list[dict]] = {}
     loads: dict[tuple[str, str], float] = {}
     if llama is not None:
@@ -145,6 +147,8 @@ def peers(jobs: list[Job], *, llama: dict | None, ours: dict[str, tuple], config
             if "mtp" in config and heads is None:
                 continue
             results[("ours", weights, config)] = run_ours(model, tokenizer, heads, jobs, config)
+            if on_config:
+                on_config(weights, config, results[("ours", weights, config)])
     references = {}
     if ("llama.cpp", "Q4_K_M", "plain") in results:
         references["llama_plain"] = {row["id"]: row["tokens"] for row in results[("llama.cpp", "Q4_K_M", "plain")]}

@@ -223,8 +223,13 @@ def bench_peers(
             except peer_bench.PeersError as error:
                 err.print(f"[red]error:[/] {error}", highlight=False)
                 raise typer.Exit(EXIT_REJECTED) from None
+        err.print(f"llama.cpp {llama_results['llama_cpp']}: done", highlight=False)
+    def done(weights: str, config: str, runs: list[dict]) -> None:
+        seconds = sum(run["end_to_end_s"] for run in runs)
+        err.print(f"ours, {weights}, {config}: {len(runs)} jobs, {seconds:.1f} s end to end", highlight=False)
+
     with err.status(f"ours: {len(jobs)} jobs x {len(chosen_configs)} configs x {len(ours)} weights..."):
-        rows = peer_bench.peers(jobs, llama=llama_results, ours=ours, configs=chosen_configs)
+        rows = peer_bench.peers(jobs, llama=llama_results, ours=ours, configs=chosen_configs, on_config=done)
     report = {"model": model, "gguf_name": gguf.name, "benchmark": benchmark, "items": len(items),
               "threads": threads, "llama_cpp": llama_results["llama_cpp"] if llama_results else None,
               "jobs": [{"id": job.id, "prompt_tokens": len(job.prompt_ids), "max_new_tokens": job.max_new_tokens}
