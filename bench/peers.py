@@ -149,14 +149,19 @@ def peers(jobs: list[Job], *, llama: dict | None, ours: dict[str, tuple], config
             results[("ours", weights, config)] = run_ours(model, tokenizer, heads, jobs, config)
             if on_config:
                 on_config(weights, config, results[("ours", weights, config)])
-    references = {}
-    if ("llama.cpp", "Q4_K_M", "plain") in results:
-        references["llama_plain"] = {row["id"]: row["tokens"] for row in results[("llama.cpp", "Q4_K_M", "plain")]}
-    if ("ours", "none", "plain") in results:
-        references["float32_plain"] = {row["id"]: row["tokens"] for row in results[("ours", "none", "plain")]}
+    def tokens(key) -> dict[str, list[int]] | None:
+        return {row["id"]: row["tokens"] for row in results[key]} if key in results else None
+
+    def references(engine: str, drafting: str) -> dict[str, dict[str, list[int]]]:
+        # llama.cpp's plain output; for ours, float32's with the same drafting (lossless: plain's tokens)
+        found = {"llama_plain": tokens(("llama.cpp", "Q4_K_M", "plain")),
+                 "float32": tokens(("ours", "none", drafting)) if engine == "ours" else None}
+        return {name: reference for name, reference in found.items() if reference is not None}
+
     rows = []
     for fmt in dict.fromkeys(job.fmt for job in jobs):
-        block = [summarize(engine, weights, drafting, runs, jobs, fmt, loads[(engine, weights)], references)
+        block = [summarize(engine, weights, drafting, runs, jobs, fmt, loads[(engine, weights)],
+                           references(engine, drafting))
                  for (engine, weights, drafting), runs in results.items()]
         fastest_llama = min((r["end_to_end_s"] for r in block if r["engine"] == "llama.cpp"), default=None)
         plain_llama = next((r["decode_tokens_per_s"] for r in block
@@ -178,7 +183,7 @@ def markdown_peers(report: dict) -> str:
             f"without a grammar, ours with the format's grammar as `edit` (whole: none)")
     lines = [head, "", "| format | engine | weights | drafting | load s | end to end s | speed-up vs llama.cpp's "
              "faster | decode tokens/s | vs llama.cpp plain | prefill tokens/s | output tokens "
-             "| same as llama.cpp plain | same as float32 plain |",
+             "| same as llama.cpp plain | same as float32 |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
 
     def ratio(value):
@@ -187,7 +192,7 @@ def markdown_peers(report: dict) -> str:
     for r in report["rows"]:
         prefill = "-" if r["prefill_tokens_per_s"] is None else f"{r['prefill_tokens_per_s']:.0f}"
         same = [f"{r[key]}/{r['jobs']}" if key in r else "-"
-                for key in ("identical_to_llama_plain", "identical_to_float32_plain")]
+                for key in ("identical_to_llama_plain", "identical_to_float32")]
         lines.append(f"| {r['format']} | {r['engine']} | {WEIGHT_NAMES[r['weights']]} | {r['drafting']} | "
                      f"{r['load_s']:.1f} | {r['end_to_end_s']:.1f} | {ratio(r['speedup_vs_fastest_llama'])} | "
                      f"{r['decode_tokens_per_s']:.1f} | {ratio(r['decode_vs_llama_plain'])} | {prefill} | "

@@ -325,8 +325,11 @@ LLAMA_ABSENT = "llama.cpp's virtualenv (.venv-peers, `make peers`) or the defaul
 
 
 @pytest.mark.shared
-def test_peers_times_our_configs_on_the_prompts_edit_sends(tiny):
+def test_peers_times_our_configs_on_the_prompts_edit_sends(tiny, monkeypatch):
+    import copy
+
     from bench import peers as peer_bench
+    from decoding import cpu_linear
     from decoding.generate import Generator
     from editor.request import build_request
 
@@ -338,13 +341,17 @@ def test_peers_times_our_configs_on_the_prompts_edit_sends(tiny):
                          instruction=items[0].instruction, language="python", eos_token_ids=eos)
     assert jobs[1].prompt_ids == sent.prompt_ids and jobs[1].max_new_tokens == sent.max_new_tokens
     jobs = [peer_bench.Job(job.id, job.fmt, job.item, job.prompt_ids, 12) for job in jobs]  # short outputs
-    rows = peer_bench.peers(jobs, llama=None, ours={"none": (model, tokenizer, None, 1.5)},
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)  # the tiny model's layers are all small
+    halved = cpu_linear.float16_weights(copy.deepcopy(model))
+    rows = peer_bench.peers(jobs, llama=None, ours={"none": (model, tokenizer, None, 1.5),
+                                                    "float16": (halved, tokenizer, None, 2.5)},
                             configs=("plain", "copy", "mtp"))
-    assert [(r["format"], r["drafting"]) for r in rows] == [("whole", "plain"), ("whole", "copy"),
-                                                            ("apply_patch", "plain"), ("apply_patch", "copy")]
-    for row in rows:  # lossless drafting: the same tokens as plain float32, prompt cached or not
-        assert row["identical_to_float32_plain"] == 1 and row["repeatable"]
-        assert 0 < row["decode_s"] and row["output_tokens"] > 0 and row["load_s"] == 1.5
+    assert [(r["format"], r["weights"], r["drafting"]) for r in rows] == [
+        (fmt, weights, drafting) for fmt in ("whole", "apply_patch") for weights in ("none", "float16")
+        for drafting in ("plain", "copy")]  # no MTP heads given
+    for row in rows:  # float16 weights keep this model's greedy tokens; drafting is lossless, prompt cached or not
+        assert row["identical_to_float32"] == 1 and row["repeatable"]
+        assert 0 < row["decode_s"] and row["output_tokens"] > 0 and row["load_s"] == {"none": 1.5, "float16": 2.5}[row["weights"]]
         assert row["speedup_vs_fastest_llama"] is None and "identical_to_llama_plain" not in row
     table = peer_bench.markdown_peers({"model": "tiny", "gguf_name": "-", "benchmark": "editeval", "items": 1,
                                        "threads": 1, "rows": rows})
