@@ -30,8 +30,9 @@ smaller weights, both PyTorch's own CPU kernels:
 fbgemm's half-precision product (`torch.ops.quantized.linear_dynamic_fp16`, AVX2 + F16C): half the bytes,
 and the only change to the result is the weight's rounding to 11 significant bits. PyTorch's weight-only
 int8 and int4 kernels (`aten._weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) would be smaller still,
-but torch 2.13 vectorises them for AVX-512 only: on this AVX2 machine they run scalar, 2.5x (int8) and 5x
-(int4) slower than float32 for one row (docs/BENCHMARKS.md, Quantized weights).
+but torch 2.13 vectorises them for AVX-512 only: on this AVX2 machine they run scalar, their time grows
+with the rows, and one row through the lm_head takes 2x (int8) and 4x (int4) float32's time
+(`python -m bench.cpu_linear --kernels`, docs/BENCHMARKS.md).
 
 `quantize_int8` swaps Linear layers for dynamically quantised int8 ones (activations quantised too), about
 3x faster but not exact. `--quantize int8` models use it, and so do MTP heads for drafting, where a
@@ -102,7 +103,7 @@ class Float16Linear(nn.Module):
     def __init__(self, layer: nn.Linear, tied: bool = False):
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        # fbgemm packs at ~30 ns a weight (about 10 s for a 0.5B model): the load pays it, not a step.
+        # fbgemm packs at ~30 ns a weight (~15 s for the 0.5B model): each load pays it, never a step.
         self.packed = torch.ops.quantized.linear_prepack_fp16(layer.weight.detach().float(), None)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().float(), requires_grad=False)
         # A weight an embedding shares stays alive there anyway: kept (a tuple, out of state_dict) for
