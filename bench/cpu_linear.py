@@ -3,10 +3,16 @@ the transposed product alone (up to 8 rows), oneDNN's, and what `load_model` use
 up to 4 rows, oneDNN beyond).
 
     python -m bench.cpu_linear [--model default] [--context 600] [--repeats 7] [--json OUT]
+    python -m bench.cpu_linear --kernels [--repeats 7] [--json OUT]
 
 The model holds a KV cache of --context random tokens; each row times a forward of T new tokens (a plain
 step is T = 1, verifying a draft of k tokens is T = k + 1), median of --repeats, with every large Linear
 on each path in turn, alternating per T so all see the same machine. Prints a markdown table.
+
+--kernels times one layer instead, of the default model's two shapes (an MLP projection and the lm_head,
+random weights), per weight format and PyTorch kernel: float32 as shipped, float16 (fbgemm), weight-only
+int8 and int4 (aten's `_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, group 32) and dynamic int8
+(torch.ao: activations quantised too). This is what chose `--quantize float16`.
 """
 
 from __future__ import annotations
@@ -77,6 +83,57 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
             "layers": len(rerouted), "rows": rows}
 
 
+KERNEL_SHAPES = {"mlp up [4864, 896]": (4864, 896), "lm_head [151936, 896]": (151936, 896)}
+KERNEL_ROWS = (1, 2, 4, 8)  # the scalar kernels take seconds a call beyond
+INT4_GROUP = 32
+
+
+def kernel_products(weight: torch.Tensor) -> dict:
+    """name -> (x [rows, in] -> [rows, out]) for each weight format of `weight` [out, in]."""
+    from decoding.cpu_linear import Float16Linear, quantize_int8
+
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    scale = weight.abs().amax(1).clamp(min=1e-8) / 127  # [out]: int8 per output channel
+    int8 = torch.round(weight / scale[:, None]).to(torch.int8)
+    groups = weight.view(weight.shape[0], -1, INT4_GROUP)  # [out, in / 32, 32]: int4, affine per group
+    low, step = groups.amin(-1), ((groups.amax(-1) - groups.amin(-1)) / 15).clamp(min=1e-8)
+    codes = torch.round((groups - low[..., None]) / step[..., None]).to(torch.int32).view_as(weight)
+    int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    scales_zeros = torch.stack([step.t(), (low + 8 * step).t()], -1).contiguous()  # [in / 32, out, 2]
+    half = Float16Linear(layer)
+    return {"float32 (shipped)": lambda x: fast_linear_forward(layer, x),
+            "float16 (fbgemm)": half,
+            "int8 weight-only": lambda x: torch.ops.aten._weight_int8pack_mm(x, int8, scale),
+            "int4 weight-only": lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, int4, INT4_GROUP, scales_zeros),
+            "int8 dynamic": quantize_int8(layer)}  # a quantised copy: `layer` stays float32
+
+
+def run_kernels(repeats: int) -> dict:
+    torch.set_num_threads(2)
+    rows = []
+    with torch.inference_mode():
+        for shape_name, shape in KERNEL_SHAPES.items():
+            products = kernel_products(torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+            for count in KERNEL_ROWS:
+                x = torch.randn(count, shape[1])
+                row = {"shape": shape_name, "rows": count}
+                for name, product in products.items():
+                    product(x)  # warm-up, untimed
+                    row[name] = median_ms(lambda: product(x), repeats)
+                rows.append(row)
+    return {"threads": torch.get_num_threads(), "repeats": repeats, "rows": rows, "kernels": list(products)}
+
+
+def markdown_kernels(report: dict) -> str:
+    names = report["kernels"]
+    lines = [f"One layer, {report['threads']} threads, median of {report['repeats']}, ms", "",
+             "| layer | rows | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for row in report["rows"]:
+        lines.append(f"| {row['shape']} | {row['rows']} | " + " | ".join(f"{row[n]:.1f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
     lines = [f"{report['model']} float32, KV cache of {report['context']} tokens, {report['threads']} threads, "
              f"median of {report['repeats']}; {report['layers']} Linear layers rerouted", "",
@@ -95,11 +152,12 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--kernels", action="store_true", help="Time one layer per weight format instead.")
     args = parser.parse_args()
-    report = run(args.model, args.context, args.repeats)
+    report = run_kernels(args.repeats) if args.kernels else run(args.model, args.context, args.repeats)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(markdown(report))
+    print(markdown_kernels(report) if args.kernels else markdown(report))
 
 
 if __name__ == "__main__":

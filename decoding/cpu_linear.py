@@ -23,8 +23,19 @@ change as a different batch size already makes, and every path of a generation (
 verifications) runs through the same layers. Training (grad enabled) keeps `F.linear`: the oneDNN op
 has no backward.
 
-`quantize_int8` is the other way to faster Linear layers: dynamically quantised int8 ones, about 3x
-faster but not exact. `--quantize int8` models use it, and so do MTP heads for drafting, where a
+Decoding reads every weight once per step, so on two cores its speed is the weights' size. Two ways to
+smaller weights, both PyTorch's own CPU kernels:
+
+`Float16Linear` (`--quantize float16`) keeps float32 activations and stores the weight in float16 for
+fbgemm's half-precision product (`torch.ops.quantized.linear_dynamic_fp16`, AVX2 + F16C): half the bytes,
+and the only change to the result is the weight's rounding to 11 significant bits. PyTorch's weight-only
+int8 and int4 kernels (`aten._weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) would be smaller still,
+but torch 2.13 vectorises them for AVX-512 only: on this AVX2 machine they run scalar, their time grows
+with the rows, and one row through the lm_head takes 2x (int8) and 4x (int4) float32's time
+(`python -m bench.cpu_linear --kernels`, docs/BENCHMARKS.md).
+
+`quantize_int8` swaps Linear layers for dynamically quantised int8 ones (activations quantised too), about
+3x faster but not exact. `--quantize int8` models use it, and so do MTP heads for drafting, where a
 changed draft only changes the speed.
 """
 
@@ -83,6 +94,53 @@ def speed_up_small_batches(module: nn.Module) -> nn.Module:
                 and layer.weight.numel() >= MIN_WEIGHTS):
             layer.forward = types.MethodType(fast_linear_forward, layer)
     return module
+
+
+class Float16Linear(nn.Module):
+    """A Linear whose weight is stored in float16 for fbgemm's product; inputs and outputs stay float32.
+    Inference only (the op has no backward)."""
+
+    def __init__(self, layer: nn.Linear, tied: bool = False):
+        super().__init__()
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        # fbgemm packs at ~30 ns a weight (~15 s for the 0.5B model): each load pays it, never a step.
+        self.packed = torch.ops.quantized.linear_prepack_fp16(layer.weight.detach().float(), None)
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().float(), requires_grad=False)
+        # A weight an embedding shares stays alive there anyway: kept (a tuple, out of state_dict) for
+        # `linear_weight`, which would otherwise unpack all of it (as slowly as packing).
+        self._tied = (layer.weight,) if tied else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., in] float32 -> [..., out]
+        out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, self.in_features), self.packed)
+        out = out.reshape(*x.shape[:-1], self.out_features)
+        return out + self.bias if self.bias is not None else out
+
+    def float_weight(self) -> torch.Tensor:
+        # [out, in] float32: the shared float32 weight if tied, else the float16 one unpacked
+        return self._tied[0] if self._tied else torch.ops.quantized.linear_unpack_fp16(self.packed)[0]
+
+
+def float16_available() -> bool:
+    """Whether this torch build has fbgemm's half-precision product (x86 CPU wheels do)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def float16_weights(module: nn.Module) -> nn.Module:
+    """Swap every large `nn.Linear` of `module` (MIN_WEIGHTS weights or more; lm_head included) for a
+    `Float16Linear`, in place; returns `module`. A weight the Linear shares with an embedding (tied
+    lm_head) stays a float32 tensor there, for the lookup. The smaller layers keep float32."""
+    embedded = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.numel() >= MIN_WEIGHTS:
+                setattr(parent, name, Float16Linear(child, tied=id(child.weight) in embedded))
+    return module
+
+
+def linear_weight(layer: nn.Module) -> torch.Tensor:
+    """[out, in] float weight of a Linear or a `Float16Linear` (int8 layers have none to give)."""
+    return layer.float_weight() if isinstance(layer, Float16Linear) else layer.weight
 
 
 def quantize_int8(module: nn.Module) -> nn.Module:

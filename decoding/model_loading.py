@@ -5,7 +5,9 @@ with `edit model install`), a `.gguf` file, a local Hugging Face folder (with co
 
 A GGUF is de-quantised by transformers on load, which takes a minute or more; so the first load saves
 the float weights as a safetensors folder in the cache, keyed by the GGUF's sha256, and later loads
-read that folder in seconds. Weights are float32 (CPU); `quantize="int8"` swaps every Linear for a
+read that folder in seconds. Weights are float32 (CPU); `quantize="float16"` stores every large Linear's
+weight (lm_head included) in float16 for fbgemm's product with float32 activations (`cpu_linear.Float16Linear`:
+half the bytes a step reads, rounding only the weights); `quantize="int8"` swaps every Linear for a
 dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks.
 """
 
@@ -25,26 +27,31 @@ SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> f
 HEADS_FILE = "mtp.safetensors"
 DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
-Quantize = Literal["none", "int8"]
+Quantize = Literal["none", "float16", "int8"]
 QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None):
-    """`(model, tokenizer)` for `spec`, in eval mode, float32 (or int8 Linear layers) on CPU.
+    """`(model, tokenizer)` for `spec`, in eval mode, float32 (or float16-weight or int8 Linear layers) on CPU.
 
     Callers wrap their forward passes in `torch.inference_mode()`.
     """
     import torch
 
-    from .cpu_linear import quantize_int8, speed_up_small_batches
+    from .cpu_linear import float16_available, float16_weights, quantize_int8, speed_up_small_batches
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
+    if quantize == "float16" and not float16_available():
+        raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
+                         "lacks (x86 builds have it); use none or int8")
     torch.set_num_threads(thread_count(threads))
     model, tokenizer = load_pretrained(resolve(spec))
     if quantize == "int8":
         model = quantize_int8(model)
+    elif quantize == "float16":
+        float16_weights(model)
     else:
         speed_up_small_batches(model)
     return model.eval(), tokenizer
@@ -186,7 +193,7 @@ def load_default_heads(spec: str | None, model):
     Registry models: the heads shipped in decoding/heads/<name>/ (trained by `edit model train-mtp`),
     if their card names this model's sha256. A local model folder: the native MTP tensors in its
     safetensors files (Qwen3.5 `mtp.*`, DeepSeek, MiMo layouts), if any. GGUF files, hub ids and int8
-    models (whose lm_head the heads cannot share): None.
+    models (whose lm_head the heads cannot share): None. Float16-weight models share their lm_head.
     """
     import json
 
@@ -194,7 +201,10 @@ def load_default_heads(spec: str | None, model):
 
     from .mtp import MTPError, detect_layout, load_mtp_heads
 
-    if not isinstance(getattr(model.get_output_embeddings(), "weight", None), torch.Tensor):
+    from .cpu_linear import Float16Linear
+
+    head = model.get_output_embeddings()
+    if not (isinstance(head, Float16Linear) or isinstance(getattr(head, "weight", None), torch.Tensor)):
         return None
     if spec is None or spec in REGISTRY:
         name = spec or "default"

@@ -39,7 +39,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
-from decoding.cpu_linear import quantize_int8, speed_up_small_batches
+from decoding.cpu_linear import linear_weight, quantize_int8, speed_up_small_batches
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,13 @@ class MTPHeads(nn.Module):
         self.block_config = block_config(text_config)
         layer_cls = type(decoder.layers[0])
         hidden, eps = text_config.hidden_size, text_config.rms_norm_eps
-        vocab = base_model.get_output_embeddings().weight.shape[0]
+        vocab = base_model.get_output_embeddings().out_features
         self.layers = nn.ModuleList(
             MTPLayer(layer_cls(self.block_config, 0), hidden, eps, self.layout,
                      nn.Linear(hidden, vocab, bias=False) if own_head else None)
             for _ in range(num_layers)
         )
-        reference = base_model.get_output_embeddings().weight
+        reference = base_model.get_input_embeddings().weight  # float: a float16-weight lm_head packs its own
         self.to(device=reference.device, dtype=reference.dtype)
         self._draft_vocab: tuple[torch.Tensor, list[nn.Module]] | None = None  # see restrict_draft_vocab
         self.int8 = False  # see quantize_drafting
@@ -159,7 +159,7 @@ class MTPHeads(nn.Module):
 
     @property
     def vocab_size(self) -> int:
-        return self.base.get_output_embeddings().weight.shape[0]
+        return self.base.get_output_embeddings().out_features
 
     def new_state(self) -> MTPState:
         return MTPState([DynamicCache(config=self.block_config) for _ in self.layers])
@@ -207,7 +207,7 @@ class MTPHeads(nn.Module):
         for layer in self.layers:
             full = layer.head if layer.head is not None else self.base.get_output_embeddings()
             part = nn.Linear(full.in_features, len(token_ids), bias=full.bias is not None)
-            part.weight = nn.Parameter(full.weight.detach()[token_ids].contiguous(), requires_grad=False)
+            part.weight = nn.Parameter(linear_weight(full).detach()[token_ids].contiguous(), requires_grad=False)
             if full.bias is not None:
                 part.bias = nn.Parameter(full.bias.detach()[token_ids].contiguous(), requires_grad=False)
             heads.append(quantize_int8(part) if self.int8 else speed_up_small_batches(part))

@@ -88,8 +88,8 @@ class Editor:
 
     model: "default", "1.5b", a local HF folder, a hub id or a .gguf path. `spec=False` turns
     speculative decoding off (plain constrained decoding, the same output when greedy). `mtp` (on by
-    default) adds the model's MTP heads, where it has some (shipped or native; float32 models only), to
-    the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
+    default) adds the model's MTP heads, where it has some (shipped or native; float32 and float16-weight
+    models, not int8), to the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
     Each try's output budget follows the file and format (`request.output_budget`), capped by `max_new_tokens`.
 
     server: the URL of an OpenAI-compatible server (vLLM, docs/SERVING.md) that generates instead of a local

@@ -344,3 +344,113 @@ def test_bench_decode_command_measures_given_heads_with_their_draft_vocabulary(t
     assert "| mtp k=2 |" in result.stdout
     bad = CliRunner().invoke(app, ["bench", "decode", "--model", str(tmp_path / "model"), "--grammar", "maybe"])
     assert bad.exit_code != 0 and "on, off or both" in bad.output
+
+
+# --- edit bench peers -----------------------------------------------------------------------------------------
+
+LLAMA_ABSENT = "llama.cpp's virtualenv (.venv-peers, `make peers`) or the default GGUF is not here; CI has neither"
+
+
+@pytest.mark.shared
+def test_peers_times_our_configs_on_the_prompts_edit_sends(tiny, monkeypatch):
+    import copy
+
+    from bench import peers as peer_bench
+    from decoding import cpu_linear
+    from decoding.generate import Generator
+    from editor.request import build_request
+
+    model, tokenizer, items = tiny
+    eos = Generator(model, tokenizer).eos_token_ids
+    jobs = peer_bench.make_jobs(tokenizer, items, ["whole", "apply_patch"], eos)
+    assert [job.id for job in jobs] == ["whole/EditEval/0", "apply_patch/EditEval/0"]
+    sent = build_request(tokenizer, "apply_patch", name="item.py", text=items[0].code,
+                         instruction=items[0].instruction, language="python", eos_token_ids=eos)
+    assert jobs[1].prompt_ids == sent.prompt_ids and jobs[1].max_new_tokens == sent.max_new_tokens
+    jobs = [peer_bench.Job(job.id, job.fmt, job.item, job.prompt_ids, 12) for job in jobs]  # short outputs
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)  # the tiny model's layers are all small
+    halved = cpu_linear.float16_weights(copy.deepcopy(model))
+    rows = peer_bench.peers(jobs, llama=None, ours={"none": (model, tokenizer, None, 1.5),
+                                                    "float16": (halved, tokenizer, None, 2.5)},
+                            configs=("plain", "copy", "mtp"))
+    assert [(r["format"], r["weights"], r["drafting"]) for r in rows] == [
+        (fmt, weights, drafting) for fmt in ("whole", "apply_patch") for weights in ("none", "float16")
+        for drafting in ("plain", "copy")]  # no MTP heads given
+    for row in rows:  # float16 weights keep this model's greedy tokens; drafting is lossless, prompt cached or not
+        assert row["identical_to_float32"] == 1 and row["repeatable"]
+        assert 0 < row["decode_s"] and row["output_tokens"] > 0 and row["load_s"] == {"none": 1.5, "float16": 2.5}[row["weights"]]
+        assert row["speedup_vs_fastest_llama"] is None and "identical_to_llama_plain" not in row
+    table = peer_bench.markdown_peers({"model": "tiny", "gguf_name": "-", "benchmark": "editeval", "items": 1,
+                                       "threads": 1, "rows": rows})
+    assert "| whole | ours | float32 | copy |" in table and "llama.cpp not run" in table
+
+
+def test_peers_compares_with_llama_cpp_results_per_format():
+    from bench import peers as peer_bench
+    from bench.items import Item
+
+    item = Item("t/0", "do it", "x = 1\n", None, "")
+    jobs = [peer_bench.Job("whole/t/0", "whole", item, [1, 2, 3, 4], 8)]
+    llama = {"llama_cpp": "0.3.36", "modes": {
+        "plain": {"load_s": 0.5, "jobs": [{"id": "whole/t/0", "tokens": [7, 8], "end_to_end_s": 3.0,
+                                           "decode_s": 2.0, "repeatable": True}]},
+        "lookup": {"load_s": 0.5, "jobs": [{"id": "whole/t/0", "tokens": [7, 9], "end_to_end_s": 2.0,
+                                            "decode_s": 1.0, "repeatable": True}]}}}
+    rows = peer_bench.peers(jobs, llama=llama, ours={}, configs=())
+    plain, lookup = rows
+    assert plain["decode_tokens_per_s"] == 1.0 and plain["prefill_tokens_per_s"] == 4.0
+    assert plain["identical_to_llama_plain"] == 1 and lookup["identical_to_llama_plain"] == 0
+    assert lookup["speedup_vs_fastest_llama"] == 1.0 and plain["speedup_vs_fastest_llama"] == 2 / 3
+    assert lookup["decode_vs_llama_plain"] == 2.0
+
+
+def test_peers_without_llama_cpp_says_how_to_get_it(tmp_path):
+    from bench import peers as peer_bench
+    from bench.items import Item
+
+    jobs = [peer_bench.Job("whole/t/0", "whole", Item("t/0", "do it", "x = 1\n", None, ""), [1, 2], 4)]
+    with pytest.raises(peer_bench.PeersError, match="make peers"):
+        peer_bench.run_llama(tmp_path / "model.gguf", jobs, {0}, 1, python=tmp_path / "no-python")
+
+
+def llama_setup():
+    from bench.peers import llama_available
+    from decoding.model_registry import REGISTRY, gguf_path
+
+    gguf = gguf_path(REGISTRY["default"])
+    return gguf if gguf.is_file() and llama_available() else None
+
+
+@pytest.mark.skipif(llama_setup() is None, reason=LLAMA_ABSENT)
+def test_llama_cpp_decodes_the_same_prompt_greedily_twice():
+    from bench import peers as peer_bench
+    from bench.items import Item
+    from transformers import AutoTokenizer
+
+    from decoding.model_loading import resolve
+
+    gguf = llama_setup()
+    tokenizer = AutoTokenizer.from_pretrained(resolve("default"))
+    item = Item("t/0", "Rename x to y.", "x = 1\nprint(x)\n", None, "")
+    jobs = peer_bench.make_jobs(tokenizer, [item], ["whole"], {151645, 151643})
+    jobs = [peer_bench.Job(job.id, job.fmt, job.item, job.prompt_ids, 8) for job in jobs]
+    result = peer_bench.run_llama(gguf, jobs, {151645, 151643}, 2, modes=("plain",))
+    (row,) = result["modes"]["plain"]["jobs"]
+    assert result["llama_cpp"] == "0.3.36" and row["repeatable"] and 0 < len(row["tokens"]) <= 8
+    assert row["end_to_end_s"] > row["decode_s"] > 0  # the second run found the prompt cached
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--formats", "whole,udiff"], "unknown udiff"),
+    (["--configs", "plain,eagle"], "unknown eagle"),
+    (["--weights", "int8"], "unknown int8"),
+    (["--benchmark", "nope"], "editeval or humanevalfix"),
+    ([], "no GGUF for '/nonexistent/model.gguf'"),
+])
+def test_bench_peers_command_refuses_bad_options_before_loading_a_model(options, message):
+    from typer.testing import CliRunner
+
+    from editor.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "peers", "--model", "/nonexistent/model.gguf", *options])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from decoding import cpu_linear
-from decoding.cpu_linear import fast_linear_forward, speed_up_small_batches
+from decoding.cpu_linear import (Float16Linear, fast_linear_forward, float16_weights, linear_weight,
+                                 speed_up_small_batches)
 from tests.tiny_models import tiny_qwen2
 
 
@@ -81,3 +82,65 @@ def test_bench_cpu_linear_times_every_path(tmp_path, monkeypatch):
     assert report["layers"] > 0 and [row["tokens"] for row in report["rows"]] == [1, 3]
     assert all(row[f"{path}_ms"] > 0 for row in report["rows"] for path in linear_bench.PATHS)
     assert "| 3 |" in linear_bench.markdown(report)
+
+
+# --- float16 weights ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(512,), (1, 512), (3, 512), (1, 5, 512), (1, 300, 512)])
+def test_float16_linear_is_the_product_with_the_weight_rounded_to_float16(bias, shape):
+    layer = large_linear(bias)
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        got = Float16Linear(layer)(x)
+        rounded = nn.functional.linear(x, layer.weight.half().float(), layer.bias)
+        exact = nn.functional.linear(x, layer.weight, layer.bias)
+    assert got.shape == exact.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, rounded, rtol=1e-5, atol=1e-5)  # the rounding is the only change
+    assert not torch.equal(got, exact)
+    torch.testing.assert_close(got, exact, rtol=0, atol=2e-3)  # 11 significant bits of a weight ~0.04
+
+
+def test_float16_weights_swaps_large_linears_and_a_tied_head_shares_the_float_embedding(monkeypatch):
+    model = tiny_qwen2()
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as Qwen2.5-0.5B
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 64 * 128)  # the MLP and lm_head, not q/k/v/o (64 x 64 or less)
+    float16_weights(model)
+    assert isinstance(model.lm_head, Float16Linear) and isinstance(model.model.layers[0].mlp.up_proj, Float16Linear)
+    assert type(model.model.layers[0].self_attn.q_proj) is nn.Linear
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # the lookup keeps float32
+    assert linear_weight(model.lm_head) is model.model.embed_tokens.weight  # shared, not unpacked
+    up = model.model.layers[0].mlp.up_proj
+    assert linear_weight(up).shape == (up.out_features, up.in_features)
+
+
+def test_an_untied_float16_weight_unpacks_to_its_float16_rounding():
+    layer = large_linear(False)
+    assert torch.equal(linear_weight(Float16Linear(layer)), layer.weight.detach().half().float())
+
+
+def test_a_float16_weight_model_generates_the_same_greedy_tokens(monkeypatch):
+    model = tiny_qwen2()
+    prompt = torch.tensor([[5, 17, 33, 9, 60, 2]])
+    with torch.inference_mode():
+        expected = model.generate(prompt, max_new_tokens=12, do_sample=False)
+        monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)
+        float16_weights(model)
+        assert sum(isinstance(m, Float16Linear) for m in model.modules()) == 2 * 7 + 1  # every Linear + lm_head
+        got = model.generate(prompt, max_new_tokens=12, do_sample=False)
+    assert got.tolist() == expected.tolist()
+
+
+def test_bench_kernels_products_agree_on_one_layer():
+    from bench import cpu_linear as linear_bench
+
+    weight = torch.randn(64, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+    x = torch.randn(3, 128)
+    products = linear_bench.kernel_products(weight)
+    exact = x @ weight.T
+    with torch.inference_mode():
+        errors = {name: float((product(x) - exact).norm() / exact.norm()) for name, product in products.items()}
+    # relative error: float32 exact, float16 ~2^-11, int8 ~1/127 a weight, int4 ~1/15 of a group's range
+    assert errors["float32 (shipped)"] < 1e-6 and errors["float16 (fbgemm)"] < 1e-3, errors
+    assert errors["int8 weight-only"] < 0.02 and errors["int8 dynamic"] < 0.05 and errors["int4 weight-only"] < 0.2, errors

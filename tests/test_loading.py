@@ -148,6 +148,29 @@ def test_int8_replaces_every_linear_and_still_runs(tmp_path):
     assert torch.allclose(quantized, full, atol=0.1)  # int8 weights, same model
 
 
+def test_float16_stores_every_large_linear_in_float16_and_keeps_the_logits(tmp_path, monkeypatch):
+    from decoding import cpu_linear
+
+    folder = write_hf_folder(tmp_path / "tiny")
+    reference, tokenizer = model_loading.load_model(str(folder))
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", HIDDEN * FFN)  # the MLPs and the (tied) lm_head
+    model, _ = model_loading.load_model(str(folder), quantize="float16")
+    assert isinstance(model.lm_head, cpu_linear.Float16Linear)
+    assert isinstance(model.model.layers[0].mlp.down_proj, cpu_linear.Float16Linear)
+    assert model.model.embed_tokens.weight.dtype == torch.float32
+    halved, full = logits(model, tokenizer), logits(reference, tokenizer)
+    assert not torch.equal(halved, full)
+    torch.testing.assert_close(halved, full, rtol=0, atol=1e-3)  # weights rounded to float16, nothing else
+
+
+def test_float16_without_fbgemm_is_refused_before_loading(tmp_path, monkeypatch):
+    from decoding import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "float16_available", lambda: False)
+    with pytest.raises(ModelError, match="fbgemm"):
+        model_loading.load_model(str(tmp_path / "not-even-there"), quantize="float16")
+
+
 def test_unknown_quantization_is_refused(tmp_path):
     with pytest.raises(ModelError, match="unknown quantization 'int4'"):
         model_loading.load_model(str(write_hf_folder(tmp_path / "tiny")), quantize="int4")

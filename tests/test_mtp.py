@@ -304,3 +304,25 @@ def test_int8_drafting_keeps_the_drafts_close_and_cannot_be_saved(base):
     assert len(drafted) == 4 and all(t % 2 == 0 for t in drafted)
     with pytest.raises(MTPError, match="int8 for drafting"):
         convert_state(heads, "qwen3_5")
+
+
+def test_heads_share_a_float16_lm_head_and_draft_losslessly_on_a_float16_model(monkeypatch):
+    from decoding import cpu_linear
+    from decoding.generate import Generator
+
+    model = tiny_qwen2(seed=3)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as the default model
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)
+    cpu_linear.float16_weights(model)
+    assert isinstance(model.lm_head, cpu_linear.Float16Linear)
+    heads = random_heads(model, "qwen3_5", seed=5)
+    assert heads.vocab_size == 128
+    prompt = [5, 17, 33, 9, 60, 2, 5, 17]
+    plain = Generator(model).generate(prompt, max_new_tokens=16)
+    full = Generator(model).generate(prompt, max_new_tokens=16, drafters=[MTPDrafter(heads)])
+    heads.restrict_draft_vocab(torch.arange(0, 128, 2))  # rows of the shared float32 embedding
+    assert torch.equal(heads._draft_vocab[1][0].weight, model.model.embed_tokens.weight[::2])
+    heads.quantize_drafting()
+    restricted = Generator(model).generate(prompt, max_new_tokens=16, drafters=[MTPDrafter(heads)])
+    assert full.tokens == plain.tokens == restricted.tokens
+    assert sum(full.stats.proposed_per_drafter.values()) > 0 and sum(restricted.stats.proposed_per_drafter.values()) > 0

@@ -44,7 +44,7 @@ def bench_decode(
     model: str = typer.Option("default", "--model", "-m"),
     limit: int = typer.Option(4, "--limit", help="EditEval items to decode."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
-    quantize: str = typer.Option("none", "--quantize"),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16 or int8."),
     heads: Path = typer.Option(None, "--heads", exists=True,
                                help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
                                     "or a folder holding one (and draft_vocab.safetensors, if any)."),
@@ -133,7 +133,7 @@ def bench_quality(
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
     span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`) or int8."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`), float16 or int8."),
     max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
@@ -266,3 +266,88 @@ def bench_batch(
     if json_out:
         json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(markdown_batch(report))
+
+
+@bench_app.command("peers")
+def bench_peers(
+    model: str = typer.Option("default", "--model", "-m", help="A registry model or a .gguf file: llama.cpp "
+                                                               "reads the GGUF, we read its conversion."),
+    benchmark: str = typer.Option("editeval", "--benchmark", help="editeval or humanevalfix (its steering set)."),
+    limit: int = typer.Option(3, "--limit", help="The first N items of the steering set."),
+    formats: str = typer.Option("whole,apply_patch,block", "--formats", help="Comma-separated output formats."),
+    configs: str = typer.Option("plain,copy,mtp,copy+mtp", "--configs",
+                                help="Our drafting configs (copy+mtp: what `edit` drafts with)."),
+    weights: str = typer.Option("none,float16", "--weights",
+                                help="Our weights, as --quantize: none (float32), float16, or both."),
+    llama: bool = typer.Option(True, "--llama/--no-llama", help="Run llama.cpp too (needs `make peers`)."),
+    peers_python: Path = typer.Option(None, "--peers-python", dir_okay=False,
+                                      help="The Python with llama_cpp installed (default: .venv-peers/bin/python)."),
+    threads: int = typer.Option(None, "--threads", help="Threads for both engines (default: as `edit`)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
+    data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
+) -> None:
+    """Us against llama.cpp on the same GGUF, prompts and machine: end-to-end and decoding-only seconds,
+    tokens/s, prefill tokens/s, and whether the outputs are identical."""
+    import time
+
+    from bench import peers as peer_bench
+    from bench.items import steering_set
+    from decoding.generate import Generator
+    from decoding.model_loading import QUANTIZE_MODES, load_drafting_heads, load_model, thread_count
+    from decoding.model_registry import REGISTRY, ModelError, gguf_path
+
+    err = Console(stderr=True)
+    chosen_formats = [f.strip() for f in formats.split(",")]
+    chosen_configs = [c.strip() for c in configs.split(",")]
+    chosen_weights = [w.strip() for w in weights.split(",")]
+    for values, known, hint in ((chosen_formats, peer_bench.FORMATS, "--formats"),
+                                (chosen_configs, peer_bench.OUR_CONFIGS, "--configs"),
+                                (chosen_weights, tuple(w for w in QUANTIZE_MODES if w != "int8"), "--weights")):
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose among {', '.join(known)}", param_hint=hint)
+    if benchmark not in ("editeval", "humanevalfix"):
+        raise typer.BadParameter(f"expected editeval or humanevalfix, not {benchmark!r}", param_hint="--benchmark")
+    gguf = gguf_path(REGISTRY[model]) if model in REGISTRY else Path(model)
+    if not gguf.is_file():
+        err.print(f"[red]error:[/] no GGUF for {model!r} at {gguf}: llama.cpp needs one (install the model, or "
+                  f"name a .gguf file)", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    items = steering_set(items_or_exit(benchmark, None, data), benchmark)[:limit]
+    try:
+        threads = thread_count(threads)
+        ours = {}
+        for quantize in chosen_weights:
+            with err.status(f"loading the model ({quantize})..."):
+                started = time.perf_counter()
+                model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
+                heads = load_drafting_heads(model, model_obj) if any("mtp" in c for c in chosen_configs) else None
+                ours[quantize] = (model_obj, tokenizer, heads, time.perf_counter() - started)
+    except ModelError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    eos = Generator(model_obj, tokenizer).eos_token_ids
+    jobs = peer_bench.make_jobs(tokenizer, items, chosen_formats, eos)
+    llama_results = None
+    if llama:
+        with err.status(f"llama.cpp: {len(jobs)} jobs, plain and prompt lookup..."):
+            try:
+                llama_results = peer_bench.run_llama(gguf, jobs, eos, threads,
+                                                     **({"python": peers_python} if peers_python else {}))
+            except peer_bench.PeersError as error:
+                err.print(f"[red]error:[/] {error}", highlight=False)
+                raise typer.Exit(EXIT_REJECTED) from None
+        err.print(f"llama.cpp {llama_results['llama_cpp']}: done", highlight=False)
+    def done(weights: str, config: str, runs: list[dict]) -> None:
+        seconds = sum(run["end_to_end_s"] for run in runs)
+        err.print(f"ours, {weights}, {config}: {len(runs)} jobs, {seconds:.1f} s end to end", highlight=False)
+
+    with err.status(f"ours: {len(jobs)} jobs x {len(chosen_configs)} configs x {len(ours)} weights..."):
+        rows = peer_bench.peers(jobs, llama=llama_results, ours=ours, configs=chosen_configs, on_config=done)
+    report = {"model": model, "gguf_name": gguf.name, "benchmark": benchmark, "items": len(items),
+              "threads": threads, "llama_cpp": llama_results["llama_cpp"] if llama_results else None,
+              "jobs": [{"id": job.id, "prompt_tokens": len(job.prompt_ids), "max_new_tokens": job.max_new_tokens}
+                       for job in jobs], "rows": rows}
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(peer_bench.markdown_peers(report))

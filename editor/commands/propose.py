@@ -34,8 +34,10 @@ def propose(
     max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
-    mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32 models; on by default)."),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32; MTP heads apply) or int8 (about 3x faster, different greedy picks)."),
+    mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32 and float16 models; on by default)."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16 (weights in float16, activations float32: "
+                                                                   "half the bytes a step reads; MTP heads apply) or int8 (about 3x faster, "
+                                                                   "different greedy picks; no MTP heads)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: min(2, cores) or $EDIT_THREADS)."),
     language: str = typer.Option(None, "--language", help="Override the language detected from the file name."),
     server: str = typer.Option(None, "--server", help=SERVER_HELP),
