@@ -442,7 +442,9 @@ def test_a_commit_cut_short_by_a_signal_is_all_or_nothing(tmp_path, sig):
         assert child.stdout.readline() == b"ready\n"
         time.sleep(rng.uniform(0.05, 0.4))
         child.send_signal(getattr(signal, sig))
-        assert child.wait(timeout=10) != 0
+        # Generous: the child finishes its commit first, and on a loaded machine (a CI run at nice 5 beside a
+        # benchmark) that once took over 10 s. A swallowed signal still fails, as a timeout.
+        assert child.wait(timeout=60) != 0
         if sig == "SIGKILL":
             files_module.recover(root)
         _consistent(root)  # SIGINT and SIGTERM waited for the commit: nothing to recover
