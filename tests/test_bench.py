@@ -137,6 +137,7 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
     assert other.get("ot", items[0]) is None  # other settings, other results
 
 
+@pytest.mark.shared
 def test_auto_reuses_the_result_of_the_format_it_chooses(tiny, tmp_path):
     model, tokenizer, _ = tiny
     items = load_items("editeval", limit=2)  # short files: `edit` rewrites them whole
