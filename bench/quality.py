@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import statistics
 import time
@@ -18,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from editor import prompting
+from editor.files import replace_text
 from editor.propose import FORMATS, Editor, EditResult, choose_format
 
 from .items import Item, passes
@@ -52,9 +52,7 @@ class ResultCache:
     def put(self, fmt: str, item: Item, row: dict) -> None:
         path = self.path(fmt, item)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")  # a stopped run leaves no half-written result
-        partial.write_text(json.dumps(row), encoding="utf-8")
-        os.replace(partial, path)
+        replace_text(path, json.dumps(row))  # a stopped run leaves no half-written result
 
 
 def prompt_hash(fmt: str, item: Item) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .applying import write_proposal
 from .errors import EditError
+from .files import replace_text
 
 DONE = ("written", "rejected")
 
@@ -109,10 +110,7 @@ def run_batch(editor, tasks: list[Task], *, concurrency: int = 1, write: bool = 
 
 def write_results(path: str | os.PathLike, rows: list[dict]) -> None:
     """RESULTS.jsonl, replaced whole and atomically (a stopped run leaves the last complete one)."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(partial, path)
+    replace_text(Path(path), "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _propose(editor, task: Task):

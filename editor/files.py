@@ -579,6 +579,15 @@ def _locked(folders: Iterable[Path]):
             os.close(fd)
 
 
+
+def replace_text(path: Path, text: str) -> None:
+    """Write one of the tool's own files (a results file, a cache entry) whole or not at all: a temporary file
+    beside it, then a rename, so a stopped run leaves the last complete one. User files go through
+    `Workspace.commit`."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
 @contextmanager
 def _signals_deferred():
     """SIGINT and SIGTERM take effect once the commit is whole (written or rolled back).
