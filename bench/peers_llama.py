@@ -38,10 +38,13 @@ def run_request(llm, prompt_ids: list[int], max_tokens: int, eos: set[int]) -> t
 
 def run_mode(spec: dict, mode: str) -> dict:
     started = time.perf_counter()
+    lookup = mode == "lookup"
+    # A draft model makes llama-cpp-python keep every position's logits, but it sizes that array from the
+    # logits_all argument (n_batch rows unless True): without logits_all=True a prompt past n_batch tokens
+    # overflows it ("could not broadcast input array").
     llm = llama_cpp.Llama(spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                          n_threads_batch=spec["threads"], verbose=False,
-                          draft_model=LlamaPromptLookupDecoding(num_pred_tokens=LOOKUP_TOKENS)
-                          if mode == "lookup" else None)
+                          n_threads_batch=spec["threads"], verbose=False, logits_all=lookup,
+                          draft_model=LlamaPromptLookupDecoding(num_pred_tokens=LOOKUP_TOKENS) if lookup else None)
     load_s = time.perf_counter() - started
     eos = set(spec["eos"])
     rows = []

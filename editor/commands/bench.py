@@ -11,7 +11,7 @@ from rich.console import Console
 from bench.decode import DECODE_CONFIGS, check_decode_configs
 from bench.items import DEFAULT_DATA, MissingDataError, load_items
 
-from . import EXIT_USAGE, bench_app
+from . import EXIT_REJECTED, EXIT_USAGE, bench_app
 
 DATA_HELP = f"Folder holding editeval.jsonl and humanevalfix_python.jsonl (default: {DEFAULT_DATA})."
 
