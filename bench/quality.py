@@ -24,12 +24,17 @@ from .items import Item, passes
 
 PATH = "item.py"  # the name each item's file is edited under
 # Why an item failed: the Editor's last rejected try (by its EditError class), or the item's tests.
-FAILURES = ("no_parse", "no_match", "validation", "dropped_code", "tests_failed", "runaway", "error")
+FAILURES = ("no_parse", "no_match", "validation", "no_change", "dropped_code", "tests_failed", "runaway", "error")
 ERROR_FAILURES = {"ParseError": "no_parse", "ApplyError": "no_match", "ValidationError": "validation",
-                  "StoppedError": "runaway"}
+                  "NoChangeError": "no_change", "StoppedError": "runaway"}
 FAILURE_HEADERS = {"no_parse": "no parse", "no_match": "no match", "validation": "rejected by validation",
-                   "dropped_code": "dropped code", "tests_failed": "tests failed", "runaway": "budget or runaway",
-                   "error": "error"}
+                   "no_change": "changes nothing", "dropped_code": "dropped code", "tests_failed": "tests failed",
+                   "runaway": "budget or runaway", "error": "error"}
+# Well-formed: the output parsed, applied and validated. An edit that changes nothing did all three (the
+# Editor refuses it as a wrong edit, as the tests refuse another wrong one); every other failure but the
+# tests' is the format's or the budget's.
+WELL_FORMED_FAILURES = {None, "tests_failed", "dropped_code", "no_change"}
+NO_CHANGE = "the edit changes nothing"
 
 
 MTP_WORDS = {True: "on", False: "off", None: "as cached"}  # a report made from the cache alone cannot tell
@@ -47,7 +52,12 @@ class ResultCache:
 
     def get(self, fmt: str, item: Item) -> dict | None:
         path = self.path(fmt, item)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        row = json.loads(path.read_text(encoding="utf-8"))
+        if row["failure"] == "error" and row["message"] == NO_CHANGE:  # cached before NoChangeError had a kind
+            row["failure"] = "no_change"
+        return row
 
     def put(self, fmt: str, item: Item, row: dict) -> None:
         path = self.path(fmt, item)
@@ -123,7 +133,7 @@ def summarize(fmt: str, rows: list[dict]) -> dict:
     tokens, seconds = [r["output_tokens"] for r in rows], [r["seconds"] for r in rows]
     return {"format": fmt, "items": len(rows),
             "pass_at_1": _mean(r["passed"] for r in rows),
-            "well_formed": _mean(r["ok"] for r in rows),
+            "well_formed": _mean(r["failure"] in WELL_FORMED_FAILURES for r in rows),
             "failures": {kind: sum(r["failure"] == kind for r in rows) for kind in FAILURES},
             "mean_output_tokens": _mean(tokens),
             "median_output_tokens": statistics.median(tokens) if tokens else 0,

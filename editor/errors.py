@@ -60,6 +60,10 @@ class ValidationError(EditError):
         self.issues = list(issues or [])
 
 
+class NoChangeError(EditError):
+    """The edit is well-formed and applies, but leaves the file as it was: a wrong edit, not a broken one."""
+
+
 class StoppedError(EditError):
     """The model's output was cut off before it ended: it repeated itself, or it reached the output budget."""
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
-from .errors import EditError, ParseError, StoppedError
+from .errors import EditError, NoChangeError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, read_document
 from .request import build_request, mtp_drafter
 
@@ -226,7 +226,7 @@ class Editor:
         if new_text is None:
             raise EditError("the edit deletes the file; it should change it", file=name)
         if new_text == text:
-            raise EditError("the edit changes nothing", file=name)
+            raise NoChangeError("the edit changes nothing", file=name)
         return edit, new_text
 
 

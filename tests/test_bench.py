@@ -15,8 +15,9 @@ from bench.quality import (
     plot_quality,
     quality,
     run_item,
+    summarize,
 )
-from editor.errors import ApplyError, EditError, ParseError, StoppedError, ValidationError
+from editor.errors import ApplyError, EditError, NoChangeError, ParseError, StoppedError, ValidationError
 from editor.propose import Editor, EditResult
 from tests.tiny_models import chat_model, chat_tokenizer
 
@@ -164,8 +165,8 @@ def test_each_failure_has_its_kind():
     assert failure(result(True), passed=False) == "tests_failed"
     kinds = [failure(result(False, error), passed=False)
              for error in (ParseError("p"), ApplyError("a"), ValidationError("v"), StoppedError("s"),
-                           EditError("the edit changes nothing"))]
-    assert kinds == ["no_parse", "no_match", "validation", "runaway", "error"]
+                           NoChangeError("the edit changes nothing"), EditError("the model server went away"))]
+    assert kinds == ["no_parse", "no_match", "validation", "runaway", "no_change", "error"]
     assert set(kinds) | {"tests_failed", "dropped_code"} == set(FAILURES)
 
 
@@ -455,3 +456,19 @@ def test_bench_peers_command_refuses_bad_options_before_loading_a_model(options,
 
     result = CliRunner().invoke(app, ["bench", "peers", "--model", "/nonexistent/model.gguf", *options])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+def test_an_edit_that_changes_nothing_is_well_formed_and_wrong(tmp_path):
+    from bench.items import Item
+
+    item = Item("T/1", "Make f return 2.", "def f():\n    return 1\n", None, "assert f() == 2\n")
+    cache = ResultCache(tmp_path, {"model": "tiny"})
+    row = {"task_id": "T/1", "ok": False, "passed": False, "failure": "error", "message": "the edit changes nothing",
+           "attempts": 3, "output_tokens": 30, "prompt_tokens": 90, "seconds": 1.0}
+    cache.put("block", item, row)  # as a run cached it before the kind existed
+    assert cache.get("block", item)["failure"] == "no_change"
+    rows = [cache.get("block", item), {**row, "failure": "no_parse", "message": "bad"},
+            {**row, "ok": True, "failure": "tests_failed", "message": None}]
+    summary = summarize("block", rows)
+    assert summary["failures"]["no_change"] == 1 and summary["failures"]["error"] == 0
+    assert summary["well_formed"] == pytest.approx(2 / 3) and summary["pass_at_1"] == 0

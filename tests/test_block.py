@@ -10,7 +10,7 @@ from bench.grammar import stdlib_tokenizer
 from decoding.constraint import GrammarConstraint, tokenizer_for
 from editor import formats, prompting, validation
 from editor.cli import app
-from editor.errors import ApplyError, ParseError
+from editor.errors import ApplyError, NoChangeError, ParseError
 from editor.files import MemoryFiles
 from editor.formats import apply_patch, block
 
@@ -283,7 +283,7 @@ def test_unknown_unit_and_overlaps_are_named():
                                        "*** Delete: def load(self):\n*** End\n"), target="a.py")
     with pytest.raises(ApplyError, match="give the target file"):
         block.apply(files, block.parse("*** Delete: TIMEOUT = 5\n*** End\n"))
-    with pytest.raises(ApplyError, match="changes nothing"):
+    with pytest.raises(NoChangeError, match="changes nothing"):
         block.to_apply_patch(block.parse("*** Replace: TIMEOUT = 5\nTIMEOUT = 5\n*** End\n"),
                              PYTHON, "a.py")
 

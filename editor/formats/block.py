@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import ApplyError, ParseError
+from ..errors import ApplyError, NoChangeError, ParseError
 from ..files import FileChange, Files, Staging, newline_of
 from ..validation import detect_language, parser_for
 from . import apply_patch
@@ -361,5 +361,5 @@ def to_apply_patch(edit: Edit, text: str, path: str) -> str:
     `apply_text(text, edit, path)`."""
     new = apply_text(text, edit, path)
     if new == text:
-        raise ApplyError("the edit changes nothing", file=path)
+        raise NoChangeError("the edit changes nothing", file=path)
     return apply_patch.render(apply_patch.diff(text, new, path))
