@@ -38,6 +38,11 @@ WHOLE_MAX_LINES = 60
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
 # rejected answer again: on HumanEvalFix, block edits that "changed nothing" changed nothing on all three tries.
 RETRY_TEMPERATURE = 0.7
+# Tries after a rejected edit, by default none: with the default model, in three quality runs (95 items whose
+# first try was rejected: EditEval and HumanEvalFix, apply_patch, block and whole, greedy and sampled retries),
+# no retry was ever accepted, and each cost a full try (docs/BENCHMARKS.md, History). `max_retries` turns them
+# on, for a model that uses the feedback.
+DEFAULT_RETRIES = 0
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -100,7 +105,7 @@ class Editor:
     """
 
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
-                 spec: bool = True, max_retries: int = 2, temperature: float = 0.0, seed: int = 0,
+                 spec: bool = True, max_retries: int = DEFAULT_RETRIES, temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True,
                  server=None, server_model: str | None = None, grammar: bool = True):
         from .generation import LocalModel, ServerModel

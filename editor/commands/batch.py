@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import EditError
+from ..propose import DEFAULT_RETRIES
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 from .propose import GRAMMAR_HELP, SERVER_HELP, SERVER_MODEL_HELP
 
@@ -28,7 +29,7 @@ def batch_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="Write each accepted edit. Without it nothing is written."),
     model: str = typer.Option("default", "--model", "-m", help="The local model, or with --server the tokenizer "
                                                                "that builds the prompts."),
-    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
+    max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     grammar: bool = typer.Option(True, "--grammar/--no-grammar", help=GRAMMAR_HELP),
 ) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from bench.decode import DECODE_CONFIGS, check_decode_configs
 from bench.items import DEFAULT_DATA, MissingDataError, load_items
 
+from ..propose import DEFAULT_RETRIES
 from . import EXIT_REJECTED, EXIT_USAGE, bench_app
 
 DATA_HELP = f"Folder holding editeval.jsonl and humanevalfix_python.jsonl (default: {DEFAULT_DATA})."
@@ -134,7 +135,7 @@ def bench_quality(
     span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
     quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`), float16 or int8."),
-    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
+    max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit (default: as `edit`)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
     cached_only: bool = typer.Option(False, "--cached-only",
@@ -211,7 +212,7 @@ def bench_batch(
     concurrency: str = typer.Option("1,4,16", "--concurrency", help="Server concurrencies, comma-separated."),
     local: bool = typer.Option(True, "--local/--no-local", help="Also the local engine, one edit at a time."),
     fmt: str = typer.Option("apply_patch", "--format", "-f", help="The format every task asks for."),
-    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit (as `edit`: 2)."),
+    max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit (default: as `edit`)."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here (after every config)."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
 ) -> None:

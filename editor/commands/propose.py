@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import EditError
+from ..propose import DEFAULT_RETRIES
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 from .apply import print_diff
 
@@ -31,7 +32,7 @@ def propose(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; never write."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Write without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print the edit, diff, stats and errors as JSON."),
-    max_retries: int = typer.Option(2, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
+    max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32 and float16 models; on by default)."),
