@@ -38,7 +38,7 @@ WHOLE_MAX_LINES = 60
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
 # rejected answer again: on HumanEvalFix, block edits that "changed nothing" changed nothing on all three tries.
 RETRY_TEMPERATURE = 0.7
-# Tries after a rejected edit, by default none: with the default model, in three quality runs (95 items whose
+# Tries after a rejected edit, by default none: with the default model, in three quality runs (97 items whose
 # first try was rejected: EditEval and HumanEvalFix, apply_patch, block and whole, greedy and sampled retries),
 # no retry was ever accepted, and each cost a full try (docs/BENCHMARKS.md, History). `max_retries` turns them
 # on, for a model that uses the feedback.
