@@ -1,24 +1,24 @@
 """Edit data from real commits: (instruction, file before, file after) triplets from git histories.
 
 A commit gives a triplet when every filter below passes; the first that fails is counted as its reason, so the data
-card says where the commits went. Cheap filters come first (the subject line, then `git log --numstat`), so most
-commits are dropped before a file is read:
+card says where the commits went. Cheap filters come first (the subject line, then the files `git log --raw` lists,
+which reads no blob), so most commits are dropped before a file is read:
 
   merge commit               more than one parent
   revert                     the subject starts with "Revert"
   release or version bump    the subject names a release, a bump, or a version number as a version (VERSION_BUMP)
   not imperative             the subject, without a `type(scope):`/`scope:`/`[tag]` prefix, does not start with a verb
-                             in the base form (VERBS: a closed list, as a word's form alone cannot tell "Fix" from
-                             "Fixes"; "Don't ..." counts)
+                             in the base form, or an adverb then one (VERBS, ADVERBS: closed lists, as a word's form
+                             alone cannot tell "Fix" from "Fixes" or "Fixed"; "Don't ..." counts)
   not one file               the commit changes no file or several
-  binary                     git sees a binary file
+  file added or deleted      no before or no after (or the file's type changed)
   language not validated     the file is not in LANGUAGES (Python, JS/TS, Go, Rust, Markdown)
   changelog                  the file is a changelog (CHANGELOG, CHANGES, HISTORY, NEWS, RELEASES...)
-  too many changed lines     more than --max-changed-lines added plus removed lines
-  no root                    a root commit (no parent: no before)
-  file added or deleted      no before or no after
+  blob missing               the mirror lacks the file's contents (a partial mirror)
+  binary                     a NUL byte in the file
   not UTF-8
   file too long              either side longer than --max-lines
+  too many changed lines     more than --max-changed-lines added plus removed lines (difflib's line diff)
   format only                before equals after once whitespace is removed
   duplicate                  the same before/after pair (whitespace-normalised) was kept already
   syntax issues              tree-sitter finds an ERROR or MISSING node in before or after (Python: compile() too,
@@ -32,6 +32,7 @@ Git is run as a subprocess (`git -C DIR`, bare mirrors and clones alike); blobs 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -53,20 +54,35 @@ MAX_CHANGED_LINES = 60
 MAX_LINES = 300
 
 VERBS = frozenset("""
-accept adapt add adjust align allow apply avoid bring build bump call cache catch change check clarify clean clean-up
-cleanup clear close collapse combine compute consolidate convert copy correct create declare deduplicate default
-defer define delete deprecate describe detect disable disallow display do don't dont drop emit enable enforce ensure
-escape exclude explain export expose extend extract factor fill filter finish fix flatten force forward generate
-guard handle hide ignore implement import improve include increase initialize inline insert install introduce invert
-keep let limit link list load log lower make mark match mention merge migrate move name normalize note omit open
-optimize output override parse pass permit pin point polish prefer prepare preserve prevent print propagate protect
-provide prune put raise read rearrange recognize reduce refactor reference reformat register reject reload remove
-rename reorder reorganize repair replace report require rescue reset resolve respect restore restrict restructure
-retain retry return reuse revert reword rewrite run sanitize save separate serialize set show simplify skip sort
-specify split start stop store strip support suppress swap switch take teach test throw tidy toggle track treat trim
-tweak unify unwrap update upgrade use validate verify warn wrap write
+accept adapt add address adjust align allow annotate apply assert attach avoid backport bind break bring build cache
+call cap capture cast catch centralize change check clarify clean clean-up cleanup clear close collapse combine
+comment compare compile complete compute condense configure connect consider consolidate construct consume continue
+convert copy correct count cover create credit declare decode deduplicate default defer define delete demonstrate
+deny deprecate derive describe deserialize destructure detect disable disallow dispatch display distinguish do don't
+dont drain drop dump duplicate eliminate emit enable encode end enforce ensure escape evaluate exclude execute exit
+expand expect explain export expose extend extract factor fetch fill filter finalize finish fix flatten fold force
+format forward free freeze gate generalize generate get give group grow guard handle hide hoist hook hyperlink
+ignore implement import improve include increase indent infer inherit initialize inject inline insert inspect
+install instantiate integrate introduce invert isolate iterate join keep kill let lift limit link lint list load
+localize lock log loosen lower make mark match mention merge migrate mock modify mount move name nest normalize note
+notify offer omit open optimize output override overwrite pad pair parallelize parameterize parametrize parse pass
+patch permit pick pin pluralize point polish populate port prefer prepare prepend preserve prevent print proofread
+propagate protect provide prune publish pull put qualify query quote raise re-add re-enable re-export read rearrange
+rebuild recognize recommend record recover redirect redo reduce refactor refer reference refine reformat refresh
+regenerate register reimplement reject relax reload remember remove rename render reorder reorganize repair repeat
+rephrase replace report request require rerun rescue reserve reset resize resolve respect restore restrict
+restructure resume retain retry return reuse reverse revert review revise reword rework rewrap rewrite round route
+run sanitize save scope search select send separate serialize set shadow share shift shorten show shrink silence
+simplify skip sleep slice sort specialize specify spell split squash stabilize start stop store streamline
+strengthen strip stub style subclass submit substitute suggest support suppress surface swallow swap switch sync tag
+take teach tell test throw tidy tighten toggle touch track transform translate treat trigger trim truncate try tweak
+uncomment undo unexport unhide unify unignore uninstall unpin unset unskip unwrap upcase update upgrade uppercase
+use validate vendor verify wait walk warn watch widen wire word wrap write yield
 """.split())
-PREFIX = re.compile(r"^(\[[^\]]*\]\s*|[\w./*-]+(\([^)]*\))?!?:\s+)")  # "[tag] ", "scope: ", "fix(scope)!: "
+# An adverb may come before the verb ("Only iterate ...", "Always include ...").
+ADVERBS = frozenset("also always correctly consistently explicitly first further never now only properly temporarily".split())
+# "[tag] ", "scope: ", "fix(scope)!: ", "Ch. 21: ", a leading emoji
+PREFIX = re.compile(r"^(\[[^\]]*\]\s*|[\w./*#~-]+( [\w./*#~-]+){0,2}(\([^)]*\))?!?:\s+|[^\w\s\[(`'\"]+\s*)")
 PR_REFERENCE = re.compile(r"\s*\(\s*#\d+(\s*,\s*#\d+)*\s*\)\s*$|\s+#\d+\s*$")  # "(#123)", "(#1, #2)", " #123"
 VERSION_BUMP = re.compile(r"^v?\d+(\.\d+)+\b|\b(bump|bumped|bumps|release|released|releasing)\b"
                           r"|\bversion\b.*\d+\.\d+|\d+\.\d+.*\bversion\b|\bv\d+\.\d+", re.I)
@@ -134,16 +150,20 @@ class RepoStats:
 
 
 def instruction_of(subject: str) -> str | None:
-    """The instruction a commit's subject line gives (PR references and a `type(scope):` prefix stripped, the first
-    letter capitalised), or None when it does not start with a verb in the base form."""
-    text = PR_REFERENCE.sub("", subject.strip())
-    while (prefix := PREFIX.match(text)) is not None and len(text) > prefix.end():
-        text = text[prefix.end():]
-    text = text.strip().rstrip(".").strip()
-    words = text.split()
-    if not words or words[0].lower().strip(",:") not in VERBS:
-        return None
-    return text[0].upper() + text[1:]
+    """The instruction a commit's subject line gives (PR references and `type(scope):` prefixes stripped, the first
+    letter capitalised), or None when it does not start with a verb in the base form. The most stripped form that
+    starts with a verb wins ("fix(ssr): normalize ..." -> "Normalize ..."; "Fix: ..." keeps its "Fix")."""
+    forms = [PR_REFERENCE.sub("", subject.strip())]
+    while (prefix := PREFIX.match(forms[-1])) is not None and len(forms[-1]) > prefix.end():
+        forms.append(forms[-1][prefix.end():])
+    for text in reversed(forms):
+        text = text.strip().rstrip(".").strip()
+        words = [word.lower().strip(",:") for word in text.split()[:2]]
+        if words and words[0] in ADVERBS:
+            words = words[1:]
+        if words and words[0] in VERBS:
+            return text[0].upper() + text[1:]
+    return None
 
 
 def subject_reason(subject: str) -> str | None:
@@ -196,27 +216,42 @@ def detect_licence(repo: Path) -> str:
 
 
 @dataclass(frozen=True)
+class FileChange:
+    """One file a commit changes, as `git log --raw` lists it."""
+
+    status: str  # M modified, A added, D deleted, T type changed
+    old_blob: str
+    new_blob: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Commit:
     sha: str
     parents: tuple[str, ...]
     subject: str
-    files: tuple[tuple[str, str, str], ...]  # (added, removed, path) per file; "-" counts for a binary file
+    files: tuple[FileChange, ...]  # against the first parent; none listed for a merge
 
 
 def commits(repo: Path) -> list[Commit]:
-    """Every commit reachable from HEAD, newest first, with its numstat (renames as delete + add)."""
-    log = git(repo, "log", "--format=%x1e%H%x1f%P%x1f%s", "--numstat", "--no-renames", "HEAD")
+    """Every commit reachable from HEAD, newest first, with the files it changes (renames as delete + add)."""
+    log = git(repo, "log", "--format=%x1e%H%x1f%P%x1f%s", "--raw", "--no-abbrev", "--no-renames", "HEAD")
     found = []
     for record in log.split("\x1e")[1:]:
-        header, _, stat = record.partition("\n")
+        header, _, raw = record.partition("\n")
         sha, parents, subject = header.split("\x1f", 2)
-        files = tuple(tuple(line.split("\t", 2)) for line in stat.splitlines() if line.count("\t") >= 2)
-        found.append(Commit(sha, tuple(parents.split()), subject, files))
+        files = []
+        for line in raw.splitlines():
+            if line.startswith(":") and "\t" in line:
+                fields, path = line.split("\t", 1)
+                _, _, old_blob, new_blob, status = fields.split(" ", 4)
+                files.append(FileChange(status[:1], old_blob, new_blob, path))
+        found.append(Commit(sha, tuple(parents.split()), subject, tuple(files)))
     return found
 
 
 class BlobReader:
-    """`git cat-file --batch` over one repository: `read("<commit>:<path>")` -> bytes, or None when missing."""
+    """`git cat-file --batch` over one repository: `read(blob id)` -> bytes, or None when missing."""
 
     def __init__(self, repo: Path):
         self.process = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE,
@@ -281,20 +316,24 @@ def shares_function(text: str, functions: frozenset[str]) -> bool:
 # Triplets
 
 
-def numstat_reason(commit: Commit, max_changed_lines: int) -> str | None:
-    """Why the commit's numstat alone rules it out, or None."""
+def files_reason(commit: Commit) -> str | None:
+    """Why the files the commit changes rule it out before any is read, or None."""
     if len(commit.files) != 1:
         return "not one file"
-    added, removed, path = commit.files[0]
-    if added == "-" or removed == "-":
-        return "binary"
-    if detect_language(path) not in LANGUAGES:
+    change = commit.files[0]
+    if change.status != "M":
+        return "file added or deleted"
+    if detect_language(change.path) not in LANGUAGES:
         return "language not validated"
-    if CHANGELOG.match(PurePosixPath(path).name):
+    if CHANGELOG.match(PurePosixPath(change.path).name):
         return "changelog"
-    if int(added) + int(removed) > max_changed_lines:
-        return "too many changed lines"
     return None
+
+
+def changed_lines(before: str, after: str) -> int:
+    """Lines added plus lines removed, by difflib's line diff."""
+    matcher = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False)
+    return sum(i2 - i1 + j2 - j1 for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal")
 
 
 def parses(path: str, text: str, language: str) -> bool:
@@ -350,33 +389,35 @@ def _triplet(commit: Commit, stats: RepoStats, reader: BlobReader, functions: fr
     """(None, the triplet) or (the first filter reason, None)."""
     if len(commit.parents) > 1:
         return "merge commit", None
-    reason = subject_reason(commit.subject) or numstat_reason(commit, max_changed_lines)
+    reason = subject_reason(commit.subject) or files_reason(commit)
     if reason is not None:
         return reason, None
-    if not commit.parents:
-        return "no root", None
-    path = commit.files[0][2]
-    old, new = reader.read(f"{commit.parents[0]}:{path}"), reader.read(f"{commit.sha}:{path}")
+    change = commit.files[0]
+    old, new = reader.read(change.old_blob), reader.read(change.new_blob)
     if old is None or new is None:
-        return "file added or deleted", None
+        return "blob missing", None
+    if b"\0" in old or b"\0" in new:
+        return "binary", None
     try:
         before, after = old.decode("utf-8"), new.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8", None
     if max(_lines(before), _lines(after)) > max_lines:
         return "file too long", None
+    if changed_lines(before, after) > max_changed_lines:
+        return "too many changed lines", None
     if _squeezed(before) == _squeezed(after):
         return "format only", None
     key = _pair_key(before, after)
     if key in seen:
         return "duplicate", None
     seen.add(key)
-    language = detect_language(path, after)
-    if not parses(path, before, language) or not parses(path, after, language):
+    language = detect_language(change.path, after)
+    if not parses(change.path, before, language) or not parses(change.path, after, language):
         return "syntax issues", None
     if shares_function(before, functions) or shares_function(after, functions):
         return "benchmark function", None
-    return None, Triplet(stats.name, commit.sha, path, language, stats.licence, instruction_of(commit.subject),
+    return None, Triplet(stats.name, commit.sha, change.path, language, stats.licence, instruction_of(commit.subject),
                          before, after)
 
 
