@@ -77,7 +77,7 @@ simplify skip sleep slice sort specialize specify spell split squash stabilize s
 strengthen strip stub style subclass submit substitute suggest support suppress surface swallow swap switch sync tag
 take teach tell test throw tidy tighten toggle touch track transform translate treat trigger trim truncate try tweak
 uncomment undo unexport unhide unify unignore uninstall unpin unset unskip unwrap upcase update upgrade uppercase
-use validate vendor verify wait walk warn watch widen wire word wrap write yield
+use validate vendor verify wait walk warn watch widen wire word wrap write yield document
 """.split())
 # An adverb may come before the verb ("Only iterate ...", "Always include ...").
 ADVERBS = frozenset("also always correctly consistently explicitly first further never now only properly temporarily".split())

@@ -133,8 +133,9 @@ def admitted(fmt: str, name: str, before: str, answer: str, language: str | None
 def simple_rule(before: str, after: str, language: str | None, instruction: str = "") -> rule.Rule | None:
     """A one-pattern ast-grep rule that turns `before` into `after` exactly, or None. The candidates are the syntax
     nodes around the first change, smallest first, while they fit on one line: the node's text is the pattern, its
-    new text the fix (a call whose arguments stay is generalised to `f($$$ARGS)` -> `g($$$ARGS)`). The rule is kept
-    when rewriting every match in `before` gives `after`: the change is that one rewrite, wherever it applies."""
+    new text the fix, and a call whose arguments stay is generalised to `f($$$ARGS)` -> `g($$$ARGS)`. A candidate
+    counts when rewriting every match in `before` gives `after` (the change is that one rewrite, wherever it
+    applies); the generalised call wins, as the prompt's example teaches, else the smallest literal."""
     sg_language = rule.normalize_language(language or "")
     changes = _char_changes(before, after)
     if sg_language is None or not changes:
@@ -144,30 +145,37 @@ def simple_rule(before: str, after: str, language: str | None, instruction: str 
     start_byte = len(before[:first_start].encode("utf-8"))
     end_byte = len(before[:first_end].encode("utf-8"))
     node = parser_for(language).parse(source).root_node.named_descendant_for_byte_range(start_byte, end_byte)
+    literal = None
     while node is not None and node.parent is not None:
         start = len(source[:node.start_byte].decode("utf-8", "replace"))
         end = start + len(source[node.start_byte:node.end_byte].decode("utf-8", "replace"))
         pattern = before[start:end]
         if "\n" in pattern or len(pattern) > RULE_MAX_CHARS:
-            return None
+            break
         grown = sum(len(new) - (stop - begin) for begin, stop, new in changes if start <= begin and stop <= end)
         fix = after[start:end + grown]
         if pattern != fix and "\n" not in fix:
-            for candidate in _rule_candidates(pattern, fix, sg_language, instruction):
-                if _rewrites(before, after, sg_language, candidate):
-                    return candidate
+            general = _generalised_call(pattern, fix, sg_language, instruction)
+            if general is not None and _rewrites(before, after, sg_language, general):
+                return general
+            if literal is None:
+                candidate = rule.Rule(_rule_id(instruction), sg_language, {"pattern": pattern}, fix=fix)
+                literal = candidate if _rewrites(before, after, sg_language, candidate) else None
         node = node.parent
-    return None
+    return literal
 
 
-def _rule_candidates(pattern: str, fix: str, language: str, instruction: str) -> list[rule.Rule]:
-    rule_id = "-".join(re.findall(r"[a-z0-9]+", instruction.lower())[:RULE_ID_WORDS]) or "edit"
-    pairs = []
+def _rule_id(instruction: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", instruction.lower())[:RULE_ID_WORDS]) or "edit"
+
+
+def _generalised_call(pattern: str, fix: str, language: str, instruction: str) -> rule.Rule | None:
+    """`f(args)` -> `g(args)` with the same arguments as the rule `f($$$ARGS)` -> `g($$$ARGS)`; else None."""
     old_call, new_call = CALL.match(pattern), CALL.match(fix)
-    if old_call and new_call and old_call.group(2) == new_call.group(2) and old_call.group(2):
-        pairs.append((old_call.group(1) + "($$$ARGS)", new_call.group(1) + "($$$ARGS)"))
-    pairs.append((pattern, fix))
-    return [rule.Rule(rule_id, language, {"pattern": old}, fix=new) for old, new in pairs]
+    if not (old_call and new_call and old_call.group(2) == new_call.group(2) and old_call.group(2)):
+        return None
+    return rule.Rule(_rule_id(instruction), language, {"pattern": old_call.group(1) + "($$$ARGS)"},
+                     fix=new_call.group(1) + "($$$ARGS)")
 
 
 def _rewrites(before: str, after: str, language: str, candidate: rule.Rule) -> bool:
