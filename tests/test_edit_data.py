@@ -187,7 +187,8 @@ def test_cli_writes_triplets_examples_and_card(history, tmp_path):
 
 
 @pytest.mark.parametrize("subject, instruction", [
-    ("Fix off-by-one (#12)", "Fix off-by-one"), ("fix(ssr): normalize hidden states (#1, #2)", "Normalize hidden states"),
+    ("Fix off-by-one (#12)", "Fix off-by-one"),
+    ("fix(ssr): normalize hidden states (#1, #2)", "Normalize hidden states"),
     ("docs: fix typo.", "Fix typo"), ("Only iterate once", "Only iterate once"), ("Don't panic", "Don't panic"),
     ("Fixed the bug", None), ("Adds a test", None), ("misc", None)])
 def test_instructions_from_subject_lines(subject, instruction):

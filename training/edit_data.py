@@ -32,6 +32,7 @@ Git is run as a subprocess (`git -C DIR`, bare mirrors and clones alike); blobs 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -58,29 +59,30 @@ accept adapt add address adjust align allow annotate apply assert attach avoid b
 call cap capture cast catch centralize change check clarify clean clean-up cleanup clear close collapse combine
 comment compare compile complete compute condense configure connect consider consolidate construct consume continue
 convert copy correct count cover create credit declare decode deduplicate default defer define delete demonstrate
-deny deprecate derive describe deserialize destructure detect disable disallow dispatch display distinguish do don't
-dont drain drop dump duplicate eliminate emit enable encode end enforce ensure escape evaluate exclude execute exit
-expand expect explain export expose extend extract factor fetch fill filter finalize finish fix flatten fold force
-format forward free freeze gate generalize generate get give group grow guard handle hide hoist hook hyperlink
-ignore implement import improve include increase indent infer inherit initialize inject inline insert inspect
-install instantiate integrate introduce invert isolate iterate join keep kill let lift limit link lint list load
-localize lock log loosen lower make mark match mention merge migrate mock modify mount move name nest normalize note
+deny deprecate derive describe deserialize destructure detect disable disallow dispatch display distinguish do
+document don't dont drain drop dump duplicate eliminate emit enable encode end enforce ensure escape evaluate
+exclude execute exit expand expect explain export expose extend extract factor fetch fill filter finalize finish fix
+flatten fold force format forward free freeze gate generalize generate get give group grow guard handle hide hoist
+hook hyperlink ignore implement import improve include increase indent infer inherit initialize inject inline insert
+inspect install instantiate integrate introduce invert isolate iterate join keep kill let lift limit link lint list
+load localize lock log loosen lower make mark match mention migrate mock modify mount move name nest normalize note
 notify offer omit open optimize output override overwrite pad pair parallelize parameterize parametrize parse pass
 patch permit pick pin pluralize point polish populate port prefer prepare prepend preserve prevent print proofread
 propagate protect provide prune publish pull put qualify query quote raise re-add re-enable re-export read rearrange
 rebuild recognize recommend record recover redirect redo reduce refactor refer reference refine reformat refresh
 regenerate register reimplement reject relax reload remember remove rename render reorder reorganize repair repeat
 rephrase replace report request require rerun rescue reserve reset resize resolve respect restore restrict
-restructure resume retain retry return reuse reverse revert review revise reword rework rewrap rewrite round route
-run sanitize save scope search select send separate serialize set shadow share shift shorten show shrink silence
+restructure resume retain retry return reuse reverse review revise reword rework rewrap rewrite round route run
+sanitize save scope search select send separate serialize set shadow share shift shorten show shrink silence
 simplify skip sleep slice sort specialize specify spell split squash stabilize start stop store streamline
 strengthen strip stub style subclass submit substitute suggest support suppress surface swallow swap switch sync tag
 take teach tell test throw tidy tighten toggle touch track transform translate treat trigger trim truncate try tweak
 uncomment undo unexport unhide unify unignore uninstall unpin unset unskip unwrap upcase update upgrade uppercase
-use validate vendor verify wait walk warn watch widen wire word wrap write yield document
+use validate vendor verify wait walk warn watch widen wire word wrap write yield
 """.split())
 # An adverb may come before the verb ("Only iterate ...", "Always include ...").
-ADVERBS = frozenset("also always correctly consistently explicitly first further never now only properly temporarily".split())
+ADVERBS = frozenset("also always correctly consistently explicitly first further never now only properly "
+                    "temporarily".split())
 # "[tag] ", "scope: ", "fix(scope)!: ", "Ch. 21: ", a leading emoji
 PREFIX = re.compile(r"^(\[[^\]]*\]\s*|[\w./*#~-]+( [\w./*#~-]+){0,2}(\([^)]*\))?!?:\s+|[^\w\s\[(`'\"]+\s*)")
 PR_REFERENCE = re.compile(r"\s*\(\s*#\d+(\s*,\s*#\d+)*\s*\)\s*$|\s+#\d+\s*$")  # "(#123)", "(#1, #2)", " #123"
@@ -234,8 +236,10 @@ class Commit:
 
 
 def commits(repo: Path) -> list[Commit]:
-    """Every commit reachable from HEAD, newest first, with the files it changes (renames as delete + add)."""
-    log = git(repo, "log", "--format=%x1e%H%x1f%P%x1f%s", "--raw", "--no-abbrev", "--no-renames", "HEAD")
+    """Every commit reachable from HEAD, the branches or the tags (the project's own history; a mirror's pull-request
+    refs are left out), newest first, with the files it changes (renames as delete + add)."""
+    log = git(repo, "log", "--format=%x1e%H%x1f%P%x1f%s", "--raw", "--no-abbrev", "--no-renames", "HEAD", "--branches",
+              "--tags")
     found = []
     for record in log.split("\x1e")[1:]:
         header, _, raw = record.partition("\n")
@@ -431,7 +435,8 @@ def open_repositories(repos: list[Path]) -> list[RepoStats]:
         opened.append(RepoStats(repo_name(repo), str(repo), detect_licence(repo), head))
     names = [stats.name for stats in opened]
     if len(set(names)) != len(names):
-        raise EditDataError(f"two repositories share a name: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+        twice = sorted(name for name in set(names) if names.count(name) > 1)
+        raise EditDataError(f"two repositories share a name: {', '.join(twice)}")
     return opened
 
 
@@ -442,7 +447,7 @@ def build(repos: list[Path], out: Path, *, examples: Path | None = None, max_lin
     """Write the triplets of `repos` to `out` (JSONL) and, with `examples`, their rendered examples (JSONL, one per
     format that says the change; see training.edit_render). Each file is written whole or not at all (a temporary
     file, then a rename). Returns the data card."""
-    from .edit_render import Example, examples_for
+    from .edit_render import examples_for
 
     started = time.perf_counter()
     opened = open_repositories(repos)
@@ -450,21 +455,20 @@ def build(repos: list[Path], out: Path, *, examples: Path | None = None, max_lin
     seen: set[str] = set()
     outcomes: Counter = Counter()
     per_format: Counter = Counter()
-    partial = [out.with_name(out.name + ".part")] + ([examples.with_name(examples.name + ".part")] if examples else [])
+    finals = [out] + ([examples] if examples else [])
+    partial = [final.with_name(final.name + ".part") for final in finals]
     try:
-        with open(partial[0], "w", encoding="utf-8") as triplet_file, \
-                (open(partial[1], "w", encoding="utf-8") if examples else open(os.devnull, "w")) as example_file:
+        with contextlib.ExitStack() as stack:
+            triplet_file, *example_file = [stack.enter_context(open(part, "w", encoding="utf-8")) for part in partial]
             for repo, stats in zip(repos, opened):
                 for triplet in repo_triplets(repo, stats, functions, seen, max_lines=max_lines,
                                              max_changed_lines=max_changed_lines, limit=limit_per_repo,
                                              on_progress=on_progress):
                     triplet_file.write(json.dumps(triplet.to_json(), ensure_ascii=False) + "\n")
-                    if examples:
-                        rendered: list[Example] = examples_for(triplet, outcomes, check_grammar=check_grammar)
-                        for example in rendered:
-                            per_format[example.format] += 1
-                            example_file.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
-        for part, final in zip(partial, [out] + ([examples] if examples else [])):
+                    for example in examples_for(triplet, outcomes, check_grammar=check_grammar) if examples else []:
+                        per_format[example.format] += 1
+                        example_file[0].write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+        for part, final in zip(partial, finals):
             os.replace(part, final)
     finally:
         for part in partial:
@@ -500,36 +504,38 @@ def _card(opened: list[RepoStats], functions: frozenset[str], max_lines: int, ma
 
 def card_markdown(card: dict) -> str:
     """The data card as Markdown (docs/EDIT_DATA.md)."""
-    totals = card["totals"]
+    totals, settings = card["totals"], card["settings"]
+    languages = sorted(LANGUAGES)
+    limit = f", at most {settings['limit_per_repo']} triplets per repository" if settings["limit_per_repo"] else ""
     lines = ["# Edit data: triplets from real commits", "",
-             "Made by (outputs outside the repository; the data is not committed):", "", "```",
-             card["command"], "```", "",
-             f"Settings: files of at most {card['settings']['max_lines']} lines, at most "
-             f"{card['settings']['max_changed_lines']} changed lines, languages {', '.join(card['settings']['languages'])}"
-             f"{', at most %d triplets per repository' % card['settings']['limit_per_repo'] if card['settings']['limit_per_repo'] else ''}. "
-             f"Took {card['seconds'] / 60:.1f} min.", "",
+             "Made by (the outputs lie outside the repository; the data is not committed):", "",
+             "```", card["command"], "```", "",
+             f"Settings: files of at most {settings['max_lines']} lines, at most {settings['max_changed_lines']} "
+             f"changed lines, languages {', '.join(settings['languages'])}{limit}. "
+             f"Took {card['seconds'] / 60:.1f} min. "
+             "The filters are described in training/edit_data.py, the rendering in training/edit_render.py.", "",
              f"**{totals['triplets']} triplets** from {totals['commits_scanned']} commits of "
              f"{len(card['repositories'])} repositories.", "",
-             "| repository | licence | HEAD | commits scanned | triplets | " + " | ".join(sorted(LANGUAGES)) + " |",
-             "|---|---|---|---:|---:|" + "---:|" * len(LANGUAGES)]
+             "| repository | licence | HEAD | commits scanned | triplets | " + " | ".join(languages) + " |",
+             "|---|---|---|---:|---:|" + "---:|" * len(languages)]
     for repo in card["repositories"]:
-        counts = " | ".join(str(repo["per_language"].get(language, 0)) for language in sorted(LANGUAGES))
+        counts = " | ".join(str(repo["per_language"].get(language, 0)) for language in languages)
         lines.append(f"| {repo['name']} | {repo['licence']} | {repo['head'][:12]} | {repo['commits_scanned']} | "
                      f"{repo['triplets']} | {counts} |")
-    counts = " | ".join(str(totals["per_language"].get(language, 0)) for language in sorted(LANGUAGES))
+    counts = " | ".join(str(totals["per_language"].get(language, 0)) for language in languages)
     lines += [f"| **total** | | | {totals['commits_scanned']} | {totals['triplets']} | {counts} |", "",
               "## Filtered commits (the first reason each failed)", "", "| reason | commits |", "|---|---:|"]
     lines += [f"| {reason} | {count} |" for reason, count in totals["filtered"].items()]
-    reasons = sorted({reason for repo in card["repositories"] for reason in repo["filtered"]},
-                     key=lambda r: -totals["filtered"][r])
+    reasons = list(totals["filtered"])
     lines += ["", "Per repository:", "", "| repository | " + " | ".join(reasons) + " |",
               "|---|" + "---:|" * len(reasons)]
     for repo in card["repositories"]:
         lines.append(f"| {repo['name']} | " + " | ".join(str(repo["filtered"].get(r, 0)) for r in reasons) + " |")
     decontamination = card["decontamination"]
     lines += ["", "## Decontamination", "",
-              f"{decontamination['benchmark_functions']} distinct functions of {' and '.join(decontamination['benchmarks'])} "
-              f"(tree-sitter, whitespace removed); {decontamination['dropped']} triplets held one and were dropped. "
+              f"{decontamination['benchmark_functions']} distinct functions of "
+              f"{' and '.join(decontamination['benchmarks'])} (tree-sitter, whitespace removed); "
+              f"{decontamination['dropped']} triplets held one and were dropped. "
               "CanItEdit, EditPackFT, CommitPackFT and InstructCoder data are not used."]
     if "examples" in card:
         examples = card["examples"]

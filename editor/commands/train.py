@@ -97,7 +97,7 @@ def edit_data(
                                            help="Folder of editeval.jsonl and humanevalfix_python.jsonl to "
                                                 "decontaminate against (default: ../shared/benchmarks)."),
 ) -> None:
-    """Turn git histories into (instruction, before, after) triplets from single-file commits (training/edit_data.py)."""
+    """Turn git histories into (instruction, before, after) triplets of single-file commits (training/edit_data.py)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from training.edit_data import EditDataError, build, card_markdown
