@@ -26,6 +26,8 @@ file before the edit, so the operations do not depend on each other's order; the
 
 Old text is implied, so an edit serialises to an apply_patch (V4A) patch (`to_apply_patch`), which the
 existing applier, validation and hooks take unchanged; `apply` gives the same text that patch does.
+`edit_between(before, after, path)` goes the other way: the block edit that turns one text into another
+(training targets, training/edit_render.py).
 """
 
 from __future__ import annotations
@@ -385,8 +387,8 @@ class _Change:
 
 @dataclass
 class _Group:
-    """A run of sibling units, first to last (indices into the unit list), rewritten as one: the changes
-    that fall in it, and `insert_after` when the run is a single new unit placed after unit `first`."""
+    """A run of sibling units, first to last (indices into the unit list), rewritten as one, and the changes
+    that fall in it; with `insert_after`, the changes are new lines placed after unit `first` instead."""
 
     first: int
     last: int
@@ -521,19 +523,14 @@ def _ops(group: _Group, found: list[Unit], parents: list[int], changes: list[_Ch
          new: list[str]) -> list[Op]:
     """The operations of one group: its run's new text (the new file's lines where the run stood)
     replacing the run's first unit and the rest deleted, or a new unit inserted."""
-    start, end = _span(group, found)
-    before_run = sum(c.delta for c in changes if c not in group.changes and c.i2 <= start)
-    new_start = start + before_run
-    new_end = end + before_run + sum(c.delta for c in group.changes)
-    if group.insert_after:
-        new_start = min(c.j1 for c in group.changes)
-        new_end = max(c.j2 for c in group.changes)
-    lines = _trimmed(new[new_start:new_end])
     name = found[group.first].name
     if group.insert_after:
+        lines = _trimmed(new[min(c.j1 for c in group.changes):max(c.j2 for c in group.changes)])
         return [Op("insert", name, lines)] if lines else []
-    run = [i for i in range(group.first, group.last + 1)
-           if parents[i] == parents[group.first] and found[i].start >= found[group.first].start]
+    start, end = _span(group, found)
+    new_start = start + sum(c.delta for c in changes if c not in group.changes and c.i2 <= start)
+    lines = _trimmed(new[new_start:new_start + end - start + sum(c.delta for c in group.changes)])
+    run = [i for i in range(group.first, group.last + 1) if parents[i] == parents[group.first]]
     if not lines:
         return [Op("delete", found[i].name) for i in run]
     return [Op("replace", name, lines)] + [Op("delete", found[i].name) for i in run[1:]]
