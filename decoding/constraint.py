@@ -224,4 +224,3 @@ def grammar_admits(grammar_text: str, text: str) -> bool:
     if matcher.is_error():
         raise ConstraintError(f"grammar does not compile: {matcher.get_error()}")
     return matcher.consume_tokens(list(text.encode("utf-8"))) and matcher.is_accepting()
-
