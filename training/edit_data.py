@@ -55,30 +55,32 @@ MAX_CHANGED_LINES = 60
 MAX_LINES = 300
 
 VERBS = frozenset("""
-accept adapt add address adjust align allow annotate apply assert attach avoid backport bind break bring build cache
-call cap capture cast catch centralize change check clarify clean clean-up cleanup clear close collapse combine
-comment compare compile complete compute condense configure connect consider consolidate construct consume continue
-convert copy correct count cover create credit declare decode deduplicate default defer define delete demonstrate
-deny deprecate derive describe deserialize destructure detect disable disallow dispatch display distinguish do
-document don't dont drain drop dump duplicate eliminate emit enable encode end enforce ensure escape evaluate
-exclude execute exit expand expect explain export expose extend extract factor fetch fill filter finalize finish fix
-flatten fold force format forward free freeze gate generalize generate get give group grow guard handle hide hoist
-hook hyperlink ignore implement import improve include increase indent infer inherit initialize inject inline insert
-inspect install instantiate integrate introduce invert isolate iterate join keep kill let lift limit link lint list
-load localize lock log loosen lower make mark match mention migrate mock modify mount move name nest normalize note
-notify offer omit open optimize output override overwrite pad pair parallelize parameterize parametrize parse pass
-patch permit pick pin pluralize point polish populate port prefer prepare prepend preserve prevent print proofread
-propagate protect provide prune publish pull put qualify query quote raise re-add re-enable re-export read rearrange
-rebuild recognize recommend record recover redirect redo reduce refactor refer reference refine reformat refresh
-regenerate register reimplement reject relax reload remember remove rename render reorder reorganize repair repeat
-rephrase replace report request require rerun rescue reserve reset resize resolve respect restore restrict
-restructure resume retain retry return reuse reverse review revise reword rework rewrap rewrite round route run
-sanitize save scope search select send separate serialize set shadow share shift shorten show shrink silence
-simplify skip sleep slice sort specialize specify spell split squash stabilize start stop store streamline
-strengthen strip stub style subclass submit substitute suggest support suppress surface swallow swap switch sync tag
-take teach tell test throw tidy tighten toggle touch track transform translate treat trigger trim truncate try tweak
-uncomment undo unexport unhide unify unignore uninstall unpin unset unskip unwrap upcase update upgrade uppercase
-use validate vendor verify wait walk warn watch widen wire word wrap write yield
+accept adapt add address adjust align allow annotate appease apply assert attach avoid backport bind break bring
+build cache call cap capture cast catch centralize change check clarify clean clean-up cleanup clear close collapse
+combine comment compare compile complete compute condense configure connect consider consolidate construct consume
+continue convert copy correct count cover create credit cut declare decode decrease deduplicate default defer define
+delete demonstrate deny deprecate derive describe deserialize destructure detect disable disallow dispatch display
+distinguish do document don't dont drain drop dump duplicate eliminate emit enable encode end enforce enhance ensure
+escape evaluate exclude execute exit expand expect explain export expose extend extract factor fetch fill filter
+finalize finish fix flatten fold force format forward free freeze gate generalize generate get give group grow guard
+handle harmonize hide highlight hoist honor hook hyperlink ignore illustrate implement import improve include
+incorporate increase indent infer inherit initialize inject inline insert inspect install instantiate integrate
+introduce invert invoke isolate iterate join keep kill leave let lift limit link lint list load localize lock log
+loosen lower make mark match mention migrate mock modernize modify mount move name nest normalize note notify offer
+omit open optimize output override overwrite pad pair parallelize parameterize parametrize parse pass patch permit
+pick pin pluralize point polish populate port prefer prepare prepend preserve prevent print proofread propagate
+protect provide prune publish pull put qualify query quote raise re-add re-enable re-export read rearrange rebuild
+recognize recommend record recover redirect redo reduce refactor refer reference refine reflow reformat refresh
+regenerate register reimplement reject relax reload relocate rely remember remove rename render reorder reorganize
+repair repeat rephrase replace report request require rerun rescue reserve reset resize resolve respect restore
+restrict restructure resume retain retry return reuse revamp reverse review revise reword rework rewrap rewrite
+round route run sanitize save scope search select send separate serialize set shadow share shift ship shorten show
+shrink silence simplify skip sleep slice sort specialize specify speed spell split squash stabilize start stop store
+streamline strengthen strip stub style subclass submit substitute suggest support suppress surface swallow swap
+switch sync tag take teach tell test throw tidy tighten toggle touch track transform translate treat trigger trim
+truncate try tune turn tweak uncomment undo unexport unhide unify unignore uninstall unpin unset unskip unwrap
+upcase update upgrade uppercase use utilize validate vendor verify wait walk warn watch whitelist widen wire word
+wrap write yield
 """.split())
 # An adverb may come before the verb ("Only iterate ...", "Always include ...").
 ADVERBS = frozenset("also always correctly consistently explicitly first further never now only properly "
