@@ -11,6 +11,7 @@ not in others (it swallows one that ends a grammar which cannot go on), which wo
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NoReturn, Protocol
 
 import llguidance
@@ -193,3 +194,33 @@ def _text(generated: bytes | bytearray) -> str:
     # dropping it instead would let a check pass a character it would refuse once complete, and leave
     # the grammar with no acceptable next token.
     return bytes(generated).decode("utf-8", errors="replace")
+
+
+BYTE_EOS = 256  # the byte tokenizer's end of text, after the 256 byte values
+
+
+class _ByteVocabulary:
+    """One token per byte value and an EOS, in the shape `llguidance.TokenizerWrapper` reads."""
+
+    eos_token_id = BYTE_EOS
+    bos_token_id = None
+    tokens = [bytes([value]) for value in range(256)] + [b"<eos>"]
+    special_token_ids = [BYTE_EOS]
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        return list(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+@functools.cache
+def byte_tokenizer() -> llguidance.LLTokenizer:
+    """An llguidance tokenizer whose tokens are single bytes: a grammar checks a text without a model's vocabulary."""
+    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_ByteVocabulary()), slices=[])
+
+
+def grammar_admits(grammar_text: str, text: str) -> bool:
+    """Whether `grammar_text` (Lark, as `GrammarConstraint` takes it) admits `text` as a whole output. It compiles
+    the grammar (a few ms; ~0.1 s for an apply_patch grammar narrowed to a 300-line file) and feeds the bytes."""
+    matcher = llguidance.LLMatcher(byte_tokenizer(), grammar_text, log_level=0)
+    if matcher.is_error():
+        raise ConstraintError(f"grammar does not compile: {matcher.get_error()}")
+    return matcher.consume_tokens(list(text.encode("utf-8"))) and matcher.is_accepting()

@@ -48,8 +48,7 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
                               feedback=feedback)
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    narrowed = grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language)) \
-        if fmt != "whole" and grammar else None
+    narrowed = format_grammar(fmt, name, text, language) if grammar else None
     constraint = None
     if narrowed is not None and local:
         # OT's document check (quoted text must be in the file) has no Lark form: a server goes without it,
@@ -59,6 +58,12 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
                                        token_check=check, vocab_size=vocab_size)
     drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec and local else []
     return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
+
+
+def format_grammar(fmt: str, name: str, text: str, language: str | None) -> str | None:
+    """The grammar of an answer in `fmt` about `text` (called `name`), narrowed to that file as `edit` decodes
+    it; None for `whole`, which is decoded free."""
+    return grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language)) if fmt != "whole" else None
 
 
 def edit_drafters(tokenizer, fmt: str, text: str, mtp=None) -> list:

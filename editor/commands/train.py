@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from ..files import replace_text
 from . import EXIT_REJECTED, model_app
 
 
@@ -75,3 +77,53 @@ def train_mtp(
             raise typer.Exit(EXIT_REJECTED) from None
     err.print(f"saved {out / HEADS_FILE} ({(out / HEADS_FILE).stat().st_size / 2**20:.1f} MiB); "
               f"held-out accept at k=1..4: {', '.join(f'{a:.2f}' for a in card['acceptance']['all']['accept'])}")
+
+
+@model_app.command("edit-data")
+def edit_data(
+    repos: list[Path] = typer.Option(..., "--repos", exists=True, file_okay=False,
+                                     help="Git histories to read (bare mirrors or clones), each under a permissive "
+                                          "licence."),
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="The triplets (JSONL)."),
+    data_card: list[Path] | None = typer.Option(None, "--data-card", dir_okay=False,
+                                                help="Write the data card here: Markdown for a .md name, else JSON "
+                                                     "(give it twice for both)."),
+    examples: Path | None = typer.Option(None, "--examples", dir_okay=False,
+                                         help="Also write the rendered training examples (JSONL, every format)."),
+    max_lines: int = typer.Option(300, "--max-lines", min=1, help="Longest file, before or after."),
+    max_changed_lines: int = typer.Option(60, "--max-changed-lines", min=1, help="Most added plus removed lines."),
+    limit_per_repo: int | None = typer.Option(None, "--limit-per-repo", min=1, help="Most triplets per repository."),
+    benchmarks: Path | None = typer.Option(None, "--benchmarks", exists=True, file_okay=False,
+                                           help="Folder of editeval.jsonl and humanevalfix_python.jsonl to "
+                                                "decontaminate against (default: ../shared/benchmarks)."),
+) -> None:
+    """Turn git histories into (instruction, before, after) triplets of single-file commits (training/edit_data.py)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from training.edit_data import EditDataError, build, card_markdown
+
+    err = Console(stderr=True)
+    command = "edit model edit-data " + " ".join(sys.argv[3:])
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} commits"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err) as progress:
+        tasks = {}
+
+        def on_progress(repo: str, done: int, total: int, info: dict) -> None:
+            if repo not in tasks:
+                tasks[repo] = progress.add_task(repo, total=total, info="")
+            progress.update(tasks[repo], completed=done, total=total, info=f"{info['kept']} kept")
+
+        try:
+            card = build(repos, out, examples=examples, max_lines=max_lines, max_changed_lines=max_changed_lines,
+                         limit_per_repo=limit_per_repo, benchmarks=benchmarks, command=command,
+                         on_progress=on_progress)
+        except EditDataError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+    for path in data_card or []:
+        text = card_markdown(card) if path.suffix == ".md" else json.dumps(card, indent=1) + "\n"
+        replace_text(path, text)
+    totals = card["totals"]
+    err.print(f"{totals['triplets']} triplets from {totals['commits_scanned']} commits -> {out}"
+              + (f"; {card['examples']['total']} examples -> {examples}" if examples else ""), highlight=False)

@@ -26,6 +26,8 @@ file before the edit, so the operations do not depend on each other's order; the
 
 Old text is implied, so an edit serialises to an apply_patch (V4A) patch (`to_apply_patch`), which the
 existing applier, validation and hooks take unchanged; `apply` gives the same text that patch does.
+`edit_between(before, after, path)` goes the other way: the block edit that turns one text into another
+(training targets, training/edit_render.py).
 """
 
 from __future__ import annotations
@@ -363,3 +365,182 @@ def to_apply_patch(edit: Edit, text: str, path: str) -> str:
     if new == text:
         raise NoChangeError("the edit changes nothing", file=path)
     return apply_patch.render(apply_patch.diff(text, new, path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Making block edits
+
+
+@dataclass(frozen=True)
+class _Change:
+    """Lines old[i1:i2] became new[j1:j2] (difflib's opcode, not "equal")."""
+
+    i1: int
+    i2: int
+    j1: int
+    j2: int
+
+    @property
+    def delta(self) -> int:
+        return (self.j2 - self.j1) - (self.i2 - self.i1)
+
+
+@dataclass
+class _Group:
+    """A run of sibling units, first to last (indices into the unit list), rewritten as one, and the changes
+    that fall in it; with `insert_after`, the changes are new lines placed after unit `first` instead."""
+
+    first: int
+    last: int
+    changes: list[_Change]
+    insert_after: bool = False
+
+
+def edit_between(before: str, after: str, path: str) -> Edit:
+    """A block edit of `before`, the file `path`, that `apply_text` turns into `after` exactly: each changed
+    unit replaced, each new unit inserted after the unit above it, each removed unit deleted. A change that
+    no single unit holds (it spans units, or touches the lines between them) rewrites the run of units it
+    touches; where that cannot say it exactly either, the top-level units around it are rewritten.
+    ValueError when no block edit gives `after` (a change outside every unit, at a file's blank top)."""
+    if before == after:
+        raise ValueError("before and after are equal: there is nothing to edit")
+    old, _ = apply_patch.split_lines(before)
+    new, _ = apply_patch.split_lines(after)
+    found = units(before, path)
+    parents = _parents(found)
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    changes = [_Change(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    # Finest first: the smallest unit holding each change, new units inserted, removed ones deleted; then
+    # runs of whole units rewritten; then runs of top-level units.
+    for fine, top in ((True, False), (False, False), (False, True)):
+        groups = [_group_of(change, found, parents, old, fine, top) for change in changes]
+        if None in groups:
+            continue
+        merged = _merged(groups, found, parents)
+        if merged is None:
+            continue
+        edit = Edit(tuple(op for group in merged for op in _ops(group, found, parents, changes, new)))
+        if edit.ops and _applies_to(before, edit, path, after):
+            return edit
+    raise ValueError(f"{path}: no block edit turns the old text into the new one (a change outside every unit)")
+
+
+def _applies_to(before: str, edit: Edit, path: str, after: str) -> bool:
+    try:
+        return apply_text(before, edit, path) == after
+    except ApplyError:
+        return False
+
+
+def _parents(found: list[Unit]) -> list[int]:
+    """For each unit, the index of the smallest unit around it (-1: the file)."""
+    parents, open_units = [], []
+    for index, unit in enumerate(found):
+        while open_units and not (found[open_units[-1]].start <= unit.start
+                                  and unit.end <= found[open_units[-1]].end):
+            open_units.pop()
+        parents.append(open_units[-1] if open_units else -1)
+        open_units.append(index)
+    return parents
+
+
+def _holds(unit: Unit, change: _Change) -> bool:
+    """Whether the change lies within the unit (an insertion strictly inside it, not at its edges)."""
+    if change.i1 == change.i2:
+        return unit.start < change.i1 < unit.end
+    return unit.start <= change.i1 and change.i2 <= unit.end
+
+
+def _group_of(change: _Change, found: list[Unit], parents: list[int], old: list[str], fine: bool,
+              top: bool) -> _Group | None:
+    """The run of units that rewrites `change`: the smallest unit holding it, else the siblings it touches
+    (with the units on either side when it reaches into the blank lines between them). `fine`: a new unit
+    between units is inserted, removed whole units are deleted; `top`: top-level units only. None when no
+    run holds it."""
+    holders = [i for i, unit in enumerate(found) if _holds(unit, change) and not (top and parents[i] != -1)]
+    container = holders[-1] if holders else -1  # units come outer first: the last holder is the smallest
+    siblings = [i for i in range(len(found)) if parents[i] == container]
+    if container != -1 and (not siblings or top):
+        return _Group(container, container, [change])
+    starts_before = [i for i in siblings if found[i].end <= change.i1]
+    if fine and change.i1 == change.i2 and starts_before:
+        return _Group(starts_before[-1], starts_before[-1], [change], insert_after=True)
+    touched = [i for i in siblings if found[i].start < max(change.i2, change.i1 + 1) and change.i1 < found[i].end]
+    if fine and change.j1 == change.j2 and touched and _only_units(change, [found[i] for i in touched], old):
+        return _Group(touched[0], touched[-1], [change])  # whole units removed: deleted
+    run = touched or starts_before[-1:] + [i for i in siblings if found[i].start >= change.i2][:1]
+    if run and change.i1 < found[run[0]].start and starts_before and starts_before[-1] not in run:
+        run = [starts_before[-1]] + run
+    after_run = [i for i in siblings if run and found[i].start >= found[run[-1]].end]
+    if run and change.i2 > found[run[-1]].end and after_run:
+        run = run + after_run[:1]
+    if run and found[run[0]].start <= change.i1 and change.i2 <= found[run[-1]].end:
+        return _Group(run[0], run[-1], [change])
+    return _Group(container, container, [change]) if container != -1 else None
+
+
+def _only_units(change: _Change, run: list[Unit], old: list[str]) -> bool:
+    """Whether the lines the change removes are the whole units of `run` and blank lines."""
+    inside = {row for unit in run for row in range(unit.start, unit.end)}
+    return all(change.i1 <= unit.start and unit.end <= change.i2 for unit in run) and all(
+        row in inside or not old[row].strip() for row in range(change.i1, change.i2))
+
+
+def _span(group: _Group, found: list[Unit]) -> tuple[int, int]:
+    if group.insert_after:
+        end = found[group.first].end
+        return end, end
+    return found[group.first].start, found[group.last].end
+
+
+def _merged(groups: list[_Group], found: list[Unit], parents: list[int]) -> list[_Group] | None:
+    """The groups in file order, a group inside another (or an insertion after a unit another group
+    rewrites) folded into it, overlapping runs of the same siblings joined. None when two overlap otherwise."""
+    merged: list[_Group] = []
+    for group in sorted(groups, key=lambda g: (_span(g, found)[0], -_span(g, found)[1])):
+        if not merged:
+            merged.append(group)
+            continue
+        last = merged[-1]
+        (start, end), (last_start, last_end) = _span(group, found), _span(last, found)
+        if group.insert_after and last.insert_after and group.first == last.first:
+            last.changes += group.changes
+        elif group.insert_after and last_start <= start <= last_end and not last.insert_after:
+            last.changes += group.changes  # the new unit joins the rewritten one above it
+        elif end <= last_end and start >= last_start and not (start == end == last_end) and not last.insert_after:
+            last.changes += group.changes
+        elif start < last_end:
+            if parents[group.first] != parents[last.first] or last.insert_after or group.insert_after:
+                return None
+            last.last = max(last.last, group.last, key=lambda i: found[i].end)
+            last.changes += group.changes
+        else:
+            merged.append(group)
+    return merged
+
+
+def _ops(group: _Group, found: list[Unit], parents: list[int], changes: list[_Change],
+         new: list[str]) -> list[Op]:
+    """The operations of one group: its run's new text (the new file's lines where the run stood)
+    replacing the run's first unit and the rest deleted, or a new unit inserted."""
+    name = found[group.first].name
+    if group.insert_after:
+        lines = _trimmed(new[min(c.j1 for c in group.changes):max(c.j2 for c in group.changes)])
+        return [Op("insert", name, lines)] if lines else []
+    start, end = _span(group, found)
+    new_start = start + sum(c.delta for c in changes if c not in group.changes and c.i2 <= start)
+    lines = _trimmed(new[new_start:new_start + end - start + sum(c.delta for c in group.changes)])
+    run = [i for i in range(group.first, group.last + 1) if parents[i] == parents[group.first]]
+    if not lines:
+        return [Op("delete", found[i].name) for i in run]
+    return [Op("replace", name, lines)] + [Op("delete", found[i].name) for i in run[1:]]
+
+
+def _trimmed(lines: list[str]) -> tuple[str, ...]:
+    """`lines` without the blank lines at either end (an operation's text has none there)."""
+    start, end = 0, len(lines)
+    while start < end and not lines[start].strip():
+        start += 1
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    return tuple(lines[start:end])
