@@ -79,6 +79,7 @@ def train_edit(
                                    help="Tokens per packed sequence; longer examples are dropped (and counted)."),
     lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Peak learning rate."),
     eval_every: int = typer.Option(25, "--eval-every", min=1, help="Steps between held-out evaluations and checkpoints."),
+    eval_examples: int = typer.Option(48, "--eval-examples", min=1, help="Most held-out examples evaluated each time."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (same data and settings)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda (bf16 autocast)."),
     minutes: float = typer.Option(None, "--minutes", min=0.01, help="Wall-time budget: stop, evaluate and save "
@@ -95,7 +96,7 @@ def train_edit(
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"expected cpu or cuda, not {device!r}", param_hint="--device")
     config = edit_trainer.TrainConfig(steps=steps, rank=rank, max_tokens=max_tokens, lr=lr, eval_every=eval_every,
-                                      seed=seed)
+                                      eval_examples=eval_examples, seed=seed)
     with progress_bars(err) as on_progress:
         try:
             card = edit_trainer.run(model, data, out, config, resume=resume, device=device, minutes=minutes,
