@@ -109,7 +109,7 @@ def test_packing_keeps_each_example_to_itself(tokenizer, base):
         # as the trainer calls it: no cache (with one, transformers keeps one causal mask over the whole sequence)
         together = base(input_ids=packed.input_ids[None], position_ids=packed.position_ids[None],
                         use_cache=False).logits[0]
-        for example in sorted(chosen, key=len, reverse=True):  # first-fit decreasing: longest first
+        for example in sorted(chosen, key=len, reverse=True):  # packed longest first
             alone = logits(base, example.prompt + example.answer)
             torch.testing.assert_close(together[start:start + len(example)], alone, atol=1e-4, rtol=1e-4)
             start += len(example)

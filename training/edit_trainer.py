@@ -6,7 +6,7 @@ An example is tokenized as the Editor prompts: the chat template of `messages` w
 (editor/request.py), then the answer and the end-of-turn token the Editor stops on. The loss covers the answer
 and the end of turn only.
 
-  packing        examples are packed first-fit into sequences of at most `max_tokens`. Positions restart at
+  packing        examples are packed best-fit into sequences of at most `max_tokens`. Positions restart at
                  each example and no attention mask is passed, from which transformers builds a block-diagonal
                  causal mask (masking_utils.find_packed_sequence_indices): an example attends to itself alone at
                  the positions it would have alone, so packing changes no example's loss, it only spares padding.
@@ -21,6 +21,7 @@ Stats are returned (the card), never printed; the CLI (editor/commands/train.py)
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -161,19 +162,20 @@ def split_by_repo(examples: list[Example], eval_share: float, seed: int) -> tupl
 
 
 def pack(examples: list[Example], max_tokens: int) -> list[Packed]:
-    """First-fit decreasing: each example, longest first, into the first sequence with room for it.
-    Every example must fit (`max_tokens` at least its length)."""
-    bins: list[list[Example]] = []
-    room: list[int] = []
+    """Best-fit decreasing: each example, longest first, into the sequence with the least room that still holds
+    it. Every example must fit (`max_tokens` at least its length)."""
+    groups: list[list[Example]] = []
+    free: list[tuple[int, int]] = []  # (room left, group index), sorted
     for example in sorted(examples, key=len, reverse=True):
-        fit = next((i for i, free in enumerate(room) if free >= len(example)), None)
-        if fit is None:
-            bins.append([])
-            room.append(max_tokens)
-            fit = len(bins) - 1
-        bins[fit].append(example)
-        room[fit] -= len(example)
-    return [packed_sequence(group) for group in bins]
+        at = bisect.bisect_left(free, (len(example), -1))
+        if at == len(free):
+            groups.append([])
+            room, index = max_tokens, len(groups) - 1
+        else:
+            room, index = free.pop(at)
+        groups[index].append(example)
+        bisect.insort(free, (room - len(example), index))
+    return [packed_sequence(group) for group in groups]
 
 
 def packed_sequence(examples: list[Example]) -> Packed:
