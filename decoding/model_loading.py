@@ -57,8 +57,8 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
         raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
                          "lacks (x86 builds have it); use none or int8")
     torch.set_num_threads(thread_count(threads))
+    folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
     model, tokenizer = load_pretrained(resolve(spec))
-    folder = adapter_folder(spec, adapter)
     if folder is not None:  # into the float weights, before any quantization rounds them
         merge_adapter(model, folder)
     if quantize == "int8":
