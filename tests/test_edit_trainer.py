@@ -323,3 +323,24 @@ def test_train_edit_names_the_bad_line_of_its_data(saved, tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "examples.jsonl:1" in result.output and not (tmp_path / "out").exists()
+
+
+def test_edit_takes_an_adapter_or_none_not_both(saved, tmp_path, monkeypatch):
+    from editor.commands import propose
+
+    _, adapter, _ = saved
+    target = tmp_path / "a.py"
+    target.write_text(FILES["a.py"], encoding="utf-8")
+    made = []
+
+    def make_editor(**options):
+        made.append(options)
+        raise RuntimeError("no model in this test")
+
+    monkeypatch.setattr(propose, "make_editor", make_editor)
+    result = CliRunner().invoke(app, ["propose", str(target), "Rename add.", "--adapter", str(adapter),
+                                      "--no-adapter"])
+    assert result.exit_code == 2 and "not both" in result.output and not made
+    for flags, expected in (([], True), (["--no-adapter"], False), (["--adapter", str(adapter)], adapter)):
+        CliRunner().invoke(app, ["propose", str(target), "Rename add.", *flags])
+        assert made.pop()["adapter"] == expected
