@@ -65,6 +65,24 @@ class ResultCache:
         replace_text(path, json.dumps(row))  # a stopped run leaves no half-written result
 
 
+def cache_settings(model: str, quantize: str, max_retries: int, *, server: str | None = None,
+                   adapter: bool | str | Path = True) -> dict:
+    """The settings a `ResultCache` is keyed by. A local model's LoRA adapter is one of them (by its weights'
+    hash) when one is merged, so tuned and untuned results never mix; without one they are the keys of the runs
+    made before adapters existed, whose results stay valid. A server's run is kept apart by its URL."""
+    from decoding.adapter import adapter_key
+    from decoding.model_loading import adapter_folder
+
+    settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
+    if server is not None:
+        settings["server"] = server
+        return settings
+    folder = adapter_folder(model, adapter)
+    if folder is not None:
+        settings["adapter"] = adapter_key(folder)
+    return settings
+
+
 def prompt_hash(fmt: str, item: Item) -> str:
     """The first try's prompt as the Editor builds it (template, file, instruction), hashed."""
     chat = prompting.messages(fmt, path=PATH, text=item.code, instruction=item.instruction, language="python")

@@ -9,6 +9,10 @@ read that folder in seconds. Weights are float32 (CPU); `quantize="float16"` sto
 weight (lm_head included) in float16 for fbgemm's product with float32 activations (`cpu_linear.Float16Linear`:
 half the bytes a step reads, rounding only the weights); `quantize="int8"` swaps every Linear for a
 dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks.
+
+A LoRA adapter (`edit model train-edit`) is merged into the float weights at load, before any quantization:
+the one shipped for a registry model in decoding/adapters/<name>/ by default, another folder on request, or
+none (`adapter=False`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
+from .adapter import check_folder, merge_adapter, read_card
 from .model_registry import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
 
 HEADS_DIR = Path(__file__).parent / "heads"
 SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
+ADAPTERS_DIR = Path(__file__).parent / "adapters"
+SHIPPED_ADAPTERS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/adapters
 HEADS_FILE = "mtp.safetensors"
 DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
@@ -32,8 +39,11 @@ QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None):
-    """`(model, tokenizer)` for `spec`, in eval mode, float32 (or float16-weight or int8 Linear layers) on CPU.
+def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None,
+               adapter: bool | str | Path = True):
+    """`(model, tokenizer)` for `spec`, in eval mode, float32 (or float16-weight or int8 Linear layers) on CPU,
+    with `adapter_folder(spec, adapter)` merged into its weights (True: the shipped one, if any; False: none;
+    a folder: that adapter).
 
     Callers wrap their forward passes in `torch.inference_mode()`.
     """
@@ -47,7 +57,10 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
         raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
                          "lacks (x86 builds have it); use none or int8")
     torch.set_num_threads(thread_count(threads))
+    folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
     model, tokenizer = load_pretrained(resolve(spec))
+    if folder is not None:  # into the float weights, before any quantization rounds them
+        merge_adapter(model, folder)
     if quantize == "int8":
         model = quantize_int8(model)
     elif quantize == "float16":
@@ -55,6 +68,32 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     else:
         speed_up_small_batches(model)
     return model.eval(), tokenizer
+
+
+def adapter_folder(spec: str | None, adapter: bool | str | Path = True) -> Path | None:
+    """The LoRA adapter `load_model` merges into `spec`'s model. False: none. A folder: that one (ModelError when
+    it holds no adapter, or its card names other base weights than a registry model's). True: the adapter shipped
+    for a registry model in decoding/adapters/<name>/ if its card names this model's sha256, else none."""
+    if adapter is False:
+        return None
+    if adapter is True:
+        return shipped_folder(ADAPTERS_DIR, SHIPPED_ADAPTERS, spec)
+    folder = check_folder(Path(adapter))
+    base = read_card(folder).get("base_sha256")
+    if (spec is None or spec in REGISTRY) and base and base != REGISTRY[spec or "default"].sha256:
+        raise ModelError(f"the adapter at {folder} was trained on other weights (sha256 {base[:12]}...) than "
+                         f"model {spec or 'default'!r}")
+    return folder
+
+
+def shipped_folder(root: Path, shipped: dict[str, str], spec: str | None) -> Path | None:
+    """The folder under `root` shipped for registry model `spec` (heads or an adapter), if there is one and its
+    card.json names the registry's sha256 of the model (files trained on other weights are never used)."""
+    name = spec or "default"
+    if name not in shipped or name not in REGISTRY:
+        return None
+    folder = root / shipped[name]
+    return folder if read_card(folder).get("base_sha256") == REGISTRY[name].sha256 else None
 
 
 def load_tokenizer(spec: str | None = None):
@@ -195,8 +234,6 @@ def load_default_heads(spec: str | None, model):
     safetensors files (Qwen3.5 `mtp.*`, DeepSeek, MiMo layouts), if any. GGUF files, hub ids and int8
     models (whose lm_head the heads cannot share): None. Float16-weight models share their lm_head.
     """
-    import json
-
     import torch
 
     from .mtp import MTPError, detect_layout, load_mtp_heads
@@ -207,14 +244,8 @@ def load_default_heads(spec: str | None, model):
     if not (isinstance(head, Float16Linear) or isinstance(getattr(head, "weight", None), torch.Tensor)):
         return None
     if spec is None or spec in REGISTRY:
-        name = spec or "default"
-        folder = HEADS_DIR / SHIPPED_HEADS.get(name, "")
-        card = folder / "card.json"
-        if name not in SHIPPED_HEADS or not card.is_file():
-            return None
-        if json.loads(card.read_text(encoding="utf-8")).get("base_sha256") != REGISTRY[name].sha256:
-            return None
-        return load_heads_file(folder, model)
+        folder = shipped_folder(HEADS_DIR, SHIPPED_HEADS, spec)
+        return load_heads_file(folder, model) if folder is not None else None
     path = Path(spec).expanduser()
     if not path.is_dir():
         return None

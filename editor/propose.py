@@ -102,12 +102,16 @@ class Editor:
     same prompt. `server_model` names the served model (default: the server's only one); the auth token is
     read from $EDIT_SERVER_TOKEN. `grammar=False` sends no grammar: the output is unconstrained and the
     applier alone checks it (for servers that take no grammar).
+
+    adapter: the LoRA adapter merged into a local model's weights at load (`decoding.model_loading.adapter_folder`):
+    True, the one shipped for `model` if any; False, none (the untuned model, to compare); or an adapter folder
+    (`edit model train-edit`'s output). A server serves its own weights.
     """
 
     def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
                  spec: bool = True, max_retries: int = DEFAULT_RETRIES, temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True,
-                 server=None, server_model: str | None = None, grammar: bool = True):
+                 server=None, server_model: str | None = None, grammar: bool = True, adapter: bool | str | os.PathLike = True):
         from .generation import LocalModel, ServerModel
 
         if server is not None:
@@ -124,7 +128,7 @@ class Editor:
             if model_obj is None:
                 from decoding.model_loading import load_drafting_heads, load_model
 
-                model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads)
+                model_obj, tokenizer = load_model(model, quantize=quantize, threads=threads, adapter=adapter)
                 # Beside copy drafts, int8 MTP drafts are faster than copy drafts alone (docs/BENCHMARKS.md).
                 if mtp_heads is None and spec and mtp:
                     mtp_heads = load_drafting_heads(model, model_obj)

@@ -13,6 +13,7 @@ from bench.items import DEFAULT_DATA, MissingDataError, load_items
 
 from ..propose import DEFAULT_RETRIES
 from . import EXIT_REJECTED, EXIT_USAGE, bench_app
+from .propose import ADAPTER_HELP, NO_ADAPTER_HELP, adapter_choice
 
 DATA_HELP = f"Folder holding editeval.jsonl and humanevalfix_python.jsonl (default: {DEFAULT_DATA})."
 
@@ -145,11 +146,14 @@ def bench_quality(
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
     server: str = typer.Option(None, "--server", help="Generate on a server (vLLM, docs/SERVING.md); --model names "
                                                       "the tokenizer."),
+    adapter: Path = typer.Option(None, "--adapter", file_okay=False, help=ADAPTER_HELP),
+    no_adapter: bool = typer.Option(False, "--no-adapter", help=NO_ADAPTER_HELP),
 ) -> None:
     """Edit quality as `edit` makes edits: pass@1 of the item's tests after the edit, well-formed rate, why
     each item failed, tokens and seconds."""
     from bench.items import pick, steering_set
-    from bench.quality import ResultCache, check_formats, markdown_quality, plot_quality, quality
+    from bench.quality import ResultCache, cache_settings, check_formats, markdown_quality, plot_quality, quality
+    from decoding.model_registry import ModelError
     from decoding.server_client import ServerError
 
     from ..propose import Editor
@@ -170,14 +174,17 @@ def bench_quality(
     items = items[:limit]
     if cached_only and cache is None:
         raise typer.BadParameter("needs --cache DIR", param_hint="--cached-only")
-    settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
-    if server is not None:  # kept apart in the cache; a local run's settings (and cache paths) stay as they were
-        settings["server"] = server
+    chosen_adapter = adapter_choice(adapter, no_adapter)
+    try:
+        settings = cache_settings(model, quantize, max_retries, server=server, adapter=chosen_adapter)
+    except ModelError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     editor = None
     if not cached_only:
         with err.status("loading the model..."):
             # otherwise as `edit` builds its Editor
-            editor = Editor(model, quantize=quantize, max_retries=max_retries, server=server)
+            editor = Editor(model, quantize=quantize, max_retries=max_retries, server=server, adapter=chosen_adapter)
     if editor is not None and server is not None:
         try:  # up front: a server that is down or takes no grammar would otherwise fail every item
             editor.backend.client.check_grammar()

@@ -17,6 +17,9 @@ from .apply import print_diff
 SERVER_HELP = ("Generate on an OpenAI-compatible server (vLLM) at this URL instead of a local model; the grammar "
                "goes with each request. Auth: $EDIT_SERVER_TOKEN. See docs/SERVING.md.")
 SERVER_MODEL_HELP = "The served model's name (default: the server's only model). --model still names the tokenizer."
+ADAPTER_HELP = ("A LoRA adapter folder (`edit model train-edit`'s output) to merge into the model's weights at load, "
+                "instead of the one shipped for it.")
+NO_ADAPTER_HELP = "Load the model without any LoRA adapter, not even the shipped one (the untuned model, to compare)."
 GRAMMAR_HELP = ("Constrain the output with the format's grammar (--no-grammar: for a server that takes none; the "
                 "applier still checks every edit).")
 
@@ -44,12 +47,15 @@ def propose(
     server: str = typer.Option(None, "--server", help=SERVER_HELP),
     server_model: str = typer.Option(None, "--server-model", help=SERVER_MODEL_HELP),
     grammar: bool = typer.Option(True, "--grammar/--no-grammar", help=GRAMMAR_HELP),
+    adapter: Path = typer.Option(None, "--adapter", file_okay=False, help=ADAPTER_HELP),
+    no_adapter: bool = typer.Option(False, "--no-adapter", help=NO_ADAPTER_HELP),
 ) -> None:
     """Propose an edit of FILE with a local model (also: `edit FILE INSTRUCTION`)."""
     err = Console(stderr=True)
     if not file.is_file():
         err.print(f"[red]error:[/] {file}: no such file")
         raise typer.Exit(EXIT_USAGE)
+    chosen_adapter = adapter_choice(adapter, no_adapter)
     try:
         from decoding.model_registry import ModelError
         from decoding.server_client import ServerError
@@ -57,7 +63,7 @@ def propose(
         with err.status("loading the model..." if server is None else "loading the tokenizer..."):
             editor = make_editor(model=model, quantize=quantize, threads=threads, spec=not no_spec, mtp=mtp,
                                  max_retries=max_retries, temperature=temperature, server=server,
-                                 server_model=server_model, grammar=grammar)
+                                 server_model=server_model, grammar=grammar, adapter=chosen_adapter)
         result = editor.edit(file, instruction, format=format, language=language,
                              on_progress=None if as_json else _progress(err))
     except (EditError, ModelError, ServerError) as exc:
@@ -97,6 +103,13 @@ def propose(
         err.print("rejected, nothing written")
         raise typer.Exit(EXIT_REJECTED)
     err.print(f"wrote {file}")
+
+
+def adapter_choice(adapter: Path | None, no_adapter: bool) -> bool | Path:
+    """`Editor(adapter=...)` from --adapter DIR and --no-adapter: the folder, False, or True (the shipped one)."""
+    if adapter is not None and no_adapter:
+        raise typer.BadParameter("give --adapter DIR or --no-adapter, not both", param_hint="--adapter")
+    return adapter if adapter is not None else not no_adapter
 
 
 def make_editor(**options):

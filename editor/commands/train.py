@@ -1,9 +1,11 @@
-"""`edit model train-mtp`: train MTP heads for a model that ships none (the run: training/mtp_run.py)."""
+"""`edit model train-mtp` (MTP heads for a model that ships none; the run: training/mtp_run.py) and `edit model
+train-edit` (a LoRA adapter that teaches a model our edit formats; the run: training/edit_trainer.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -47,14 +49,79 @@ def train_mtp(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train MTP heads by self-distillation on code and edit outputs, then measure held-out acceptance."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from decoding.model_loading import HEADS_FILE
     from decoding.model_registry import ModelError
     from training import mtp_run
 
     err = Console(stderr=True)
-    command = "edit model train-mtp " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "edit model train-mtp"
+    with progress_bars(err) as on_progress:
+        try:
+            card = mtp_run.run(model, out, heads=heads, steps=steps, data=data, resume=resume, minutes=minutes,
+                               sequences=sequences, eval_sequences=eval_sequences, cache_share=cache_share,
+                               threads=threads, origins=origins, lr=lr, generated=generated,
+                               generated_repeat=generated_repeat, answers=answers, init=init, seed=seed,
+                               command=invocation("train-mtp"), on_progress=on_progress, say=err.print)
+        except (ModelError, ValueError) as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+    err.print(f"saved {out / HEADS_FILE} ({(out / HEADS_FILE).stat().st_size / 2**20:.1f} MiB); "
+              f"held-out accept at k=1..4: {', '.join(f'{a:.2f}' for a in card['acceptance']['all']['accept'])}")
+
+
+@model_app.command("train-edit")
+def train_edit(
+    model: str = typer.Option("default", "--model", help="Model name, .gguf file or model folder (trained without "
+                                                         "any adapter of its own)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
+                              help="Examples JSONL: {repo, path, format, messages, answer} per line."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Folder for the adapter, its card and the checkpoint."),
+    steps: int = typer.Option(200, "--steps", min=1, help="Optimizer steps (one packed sequence each)."),
+    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank (alpha is twice it)."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=16,
+                                   help="Tokens per packed sequence; longer examples are dropped (and counted)."),
+    lr: float = typer.Option(2e-4, "--lr", min=0.0, help="Peak learning rate."),
+    eval_every: int = typer.Option(25, "--eval-every", min=1, help="Steps between held-out evaluations and checkpoints."),
+    eval_examples: int = typer.Option(48, "--eval-examples", min=1, help="Most held-out examples evaluated each time."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (same data and settings)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda (bf16 autocast)."),
+    minutes: float = typer.Option(None, "--minutes", min=0.01, help="Wall-time budget: stop, evaluate and save "
+                                                                    "within it."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads (default: $EDIT_THREADS or 2)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Teach a model our edit formats: LoRA on the attention and MLP projections, loss on the answers only,
+    held-out loss on whole held-out repositories. The adapter merges into the weights at load (`edit --adapter OUT`)."""
+    from decoding.model_registry import ModelError
+    from training import edit_trainer
+
+    err = Console(stderr=True)
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"expected cpu or cuda, not {device!r}", param_hint="--device")
+    config = edit_trainer.TrainConfig(steps=steps, rank=rank, max_tokens=max_tokens, lr=lr, eval_every=eval_every,
+                                      eval_examples=eval_examples, seed=seed)
+    with progress_bars(err) as on_progress:
+        try:
+            card = edit_trainer.run(model, data, out, config, resume=resume, device=device, minutes=minutes,
+                                    threads=threads, command=invocation("train-edit"), on_progress=on_progress,
+                                    say=err.print)
+        except (ModelError, ValueError) as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+    err.print(f"saved the adapter in {out} after {card['steps']} steps ({card['seconds_per_step']:.2f} s a step, "
+              f"stopped by {card['stopped_by']}); held-out loss {card['held_out_loss_before']:.3f} -> "
+              f"{card['held_out_loss_after']:.3f}")
+
+
+def invocation(command: str) -> str:
+    """The command line as typed, for the card."""
+    return " ".join([f"edit model {command}", *sys.argv[3:]])
+
+
+@contextmanager
+def progress_bars(err: Console):
+    """A progress bar with ETA per phase; yields the `on_progress(phase, done, total, info)` the runs call."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as progress:
@@ -63,20 +130,12 @@ def train_mtp(
         def on_progress(phase: str, done: int, total: int, info: dict) -> None:
             if phase not in tasks:
                 tasks[phase] = progress.add_task(phase, total=total, info="")
+            elif done < progress.tasks[tasks[phase]].completed:  # a phase run again (held-out loss): a fresh bar
+                progress.reset(tasks[phase], total=total)
             text = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
             progress.update(tasks[phase], completed=done, total=total, info=text)
 
-        try:
-            card = mtp_run.run(model, out, heads=heads, steps=steps, data=data, resume=resume, minutes=minutes,
-                               sequences=sequences, eval_sequences=eval_sequences, cache_share=cache_share,
-                               threads=threads, origins=origins, lr=lr, generated=generated,
-                               generated_repeat=generated_repeat, answers=answers, init=init, seed=seed,
-                               command=command, on_progress=on_progress, say=err.print)
-        except (ModelError, ValueError) as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False)
-            raise typer.Exit(EXIT_REJECTED) from None
-    err.print(f"saved {out / HEADS_FILE} ({(out / HEADS_FILE).stat().st_size / 2**20:.1f} MiB); "
-              f"held-out accept at k=1..4: {', '.join(f'{a:.2f}' for a in card['acceptance']['all']['accept'])}")
+        yield on_progress
 
 
 @model_app.command("edit-data")
