@@ -18,7 +18,7 @@ from bench.quality import (
     summarize,
 )
 from editor.errors import ApplyError, EditError, NoChangeError, ParseError, StoppedError, ValidationError
-from editor.propose import Editor, EditResult
+from editor.propose import DEFAULT_RETRIES, Editor, EditResult
 from tests.tiny_models import chat_model, chat_tokenizer
 
 
@@ -231,7 +231,7 @@ def test_bench_quality_command_measures_as_edit_does_and_resumes(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert {k: report[k] for k in ("benchmark", "set", "items_range", "quantize", "max_retries", "items")} == {
         "benchmark": "humanevalfix-long", "set": "steer", "items_range": "1:3", "quantize": "none",
-        "max_retries": 2, "items": 2}
+        "max_retries": DEFAULT_RETRIES, "items": 2}
     steer = steering_set(load_items("humanevalfix-long"), "humanevalfix-long")
     assert [row["task_id"] for row in report["results"][0]["rows"]] == [i.task_id for i in steer[1:3]]
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 4
