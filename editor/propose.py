@@ -88,6 +88,12 @@ def strip_fence(text: str) -> str:
     return match.group(1) if match else text
 
 
+def whole_text(output: str, text: str) -> str:
+    """The new file a `whole` answer gives for `text`: its code block, ending in a newline where `text` did."""
+    new_text = strip_fence(output)
+    return new_text + "\n" if text.endswith("\n") and not new_text.endswith("\n") else new_text
+
+
 class Editor:
     """Loads a model once; `edit()` many files with it (the prompt prefix cache is reused).
 
@@ -218,9 +224,7 @@ class Editor:
         """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file."""
         if fmt == "whole":
-            new_text = strip_fence(output)
-            if text.endswith("\n") and not new_text.endswith("\n"):
-                new_text += "\n"
+            new_text = whole_text(output, text)
             edit = new_text
             errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
         else:

@@ -46,8 +46,7 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
 
     chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
                               feedback=feedback)
-    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    prompt_ids = chat_prompt_ids(tokenizer, chat)
     narrowed = format_grammar(fmt, name, text, language) if grammar else None
     constraint = None
     if narrowed is not None and local:
@@ -58,6 +57,12 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
                                        token_check=check, vocab_size=vocab_size)
     drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec and local else []
     return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
+
+
+def chat_prompt_ids(tokenizer, chat: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids: the chat through the model's template, opening the assistant's turn."""
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(prompt, add_special_tokens=False)
 
 
 def format_grammar(fmt: str, name: str, text: str, language: str | None) -> str | None:

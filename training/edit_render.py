@@ -7,7 +7,7 @@ For every format the answer is
   udiff        `udiff.diff`, rendered (3 lines of context; the hunk counts right)
   ot           `ot.diff` put in the quoting form the model writes (`ot.quote`: seeks and quoted deletes), rendered
   rule         a one-pattern ast-grep rule (`simple_rule`), only where one reproduces the whole change
-  whole        the new file in one code block, as the editor reads a `whole` answer (`propose.strip_fence`)
+  whole        the new file in one code block, as the editor reads a `whole` answer (`propose.whole_text`)
 and it is kept only when (1) applying it to `before` through the editor's own applier gives exactly `after`, and
 (2) the format's grammar narrowed to the file, as `edit` decodes it (`request.format_grammar`), admits it (OT also
 passes `ot.prefix_ok`, its document check while decoding). The messages are the editor's (`prompting.messages`), with
@@ -26,7 +26,7 @@ from editor import prompting
 from editor.applying import apply_edit
 from editor.files import MemoryFiles
 from editor.formats import apply_patch, block, ot, rule, udiff
-from editor.propose import FORMATS, strip_fence
+from editor.propose import FORMATS, whole_text
 from editor.request import format_grammar
 from editor.validation import parser_for
 
@@ -106,9 +106,8 @@ def answer_for(fmt: str, name: str, before: str, after: str, language: str | Non
 
 def applied(fmt: str, name: str, before: str, answer: str, language: str | None) -> str | None:
     """`before` after the answer, as the editor reads and applies it (None when it is refused)."""
-    if fmt == "whole":  # as Editor._apply reads a whole answer
-        new_text = strip_fence(answer)
-        return new_text + "\n" if before.endswith("\n") and not new_text.endswith("\n") else new_text
+    if fmt == "whole":
+        return whole_text(answer, before)
     result = apply_edit(answer, format=fmt, files=MemoryFiles({name: before}), targets=[name], language=language,
                         dry_run=True)
     if not result.ok:

@@ -40,6 +40,7 @@ from decoding.adapter import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from decoding.generate import default_eos_ids
 from decoding.model_loading import load_model
 from decoding.model_registry import ModelError, file_sha256
+from editor.request import chat_prompt_ids
 
 from .mtp_run import base_description, base_sha256
 
@@ -137,9 +138,8 @@ def end_of_turn_id(model, tokenizer) -> int:
 
 
 def tokenize(tokenizer, row: dict, end_of_turn: int) -> Example:
-    """One row as the Editor would prompt it (editor/request.py builds its prompt ids the same way)."""
-    prompt = tokenizer.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    """One row as the Editor prompts it."""
+    prompt_ids = chat_prompt_ids(tokenizer, row["messages"])
     answer_ids = tokenizer.encode(row["answer"], add_special_tokens=False) + [end_of_turn]
     return Example(row["repo"], row["format"], prompt_ids, answer_ids)
 

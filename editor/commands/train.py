@@ -157,22 +157,11 @@ def edit_data(
                                                 "decontaminate against (default: ../shared/benchmarks)."),
 ) -> None:
     """Turn git histories into (instruction, before, after) triplets of single-file commits (training/edit_data.py)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from training.edit_data import EditDataError, build, card_markdown
 
     err = Console(stderr=True)
-    command = "edit model edit-data " + " ".join(sys.argv[3:])
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} commits"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err) as progress:
-        tasks = {}
-
-        def on_progress(repo: str, done: int, total: int, info: dict) -> None:
-            if repo not in tasks:
-                tasks[repo] = progress.add_task(repo, total=total, info="")
-            progress.update(tasks[repo], completed=done, total=total, info=f"{info['kept']} kept")
-
+    command = invocation("edit-data")
+    with progress_bars(err) as on_progress:  # a bar per repository: commits read, triplets kept
         try:
             card = build(repos, out, examples=examples, max_lines=max_lines, max_changed_lines=max_changed_lines,
                          limit_per_repo=limit_per_repo, benchmarks=benchmarks, command=command,
