@@ -22,17 +22,18 @@ from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
 from .errors import EditError, NoChangeError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, read_document
-from .request import build_request, mtp_drafter
+from .focus import focus
+from .request import REWRITES, build_request, mtp_drafter
 
 if TYPE_CHECKING:
     from decoding.generate import Stats
 
-FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "whole")
+FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "excerpt", "whole")
 # `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
-# Otherwise a short file is rewritten whole and a longer one edited by blocks (whole units rewritten). On the
-# EditEval steering items the default 0.5B model rewrote short files correctly more often than any structured
-# format, and block edits were right far more often than patches (docs/BENCHMARKS.md, Edit quality); copy
-# drafting makes rewriting a short file cheap, and past a screenful a block edit is much the shorter output.
+# Otherwise a short file is rewritten whole and a longer one through an excerpt (editor/focus.py: the units the
+# instruction is about, rewritten whole). On the steering items the default 0.5B model rewrote short files
+# correctly more often than it wrote any structured format, and on long files a whole rewrite mostly dropped
+# code while an excerpt rewrite is as short as a short file's (docs/BENCHMARKS.md, Edit quality).
 WHOLE_MAX_LINES = 60
 # A retry of a greedy Editor samples at this temperature (seeded: the same request gives the same edit). The
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
@@ -80,7 +81,7 @@ class EditResult:
 def choose_format(instruction: str, language: str | None, text: str = "") -> str:
     if language in RULE_LANGUAGES and EVERY_USE.search(instruction):
         return "rule"
-    return "whole" if text.count("\n") <= WHOLE_MAX_LINES else "block"
+    return "whole" if text.count("\n") <= WHOLE_MAX_LINES else "excerpt"
 
 
 def strip_fence(text: str) -> str:
@@ -166,13 +167,16 @@ class Editor:
             raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
         from decoding.generate import Stats
 
+        # An excerpt edit shows the model only what the instruction is about (`focus`) and splices its answer back.
+        view = focus(text, name, instruction, language) if fmt == "excerpt" else None
+        shown = view.excerpt if view else text
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
         diagnostics: list[dict] = []
         totals, prompt_tokens, attempts = Stats(), 0, 0
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
-            output, generation, request = self._generate(fmt, name, text, instruction, language, feedback,
+            output, generation, request = self._generate(fmt, name, shown, instruction, language, feedback,
                                                          on_progress)
             totals.merge(generation.stats)
             prompt_tokens += len(request.prompt_ids)
@@ -181,7 +185,7 @@ class Editor:
                 output = formats.get("udiff").recount(output)
             try:
                 stopped(generation.finish_reason, request.max_new_tokens, name)
-                edit, new_text = self._apply(fmt, name, text, output, language)
+                edit, new_text = self._apply(fmt, name, text, output, language, view)
                 problem = check(new_text) if check else None
                 if problem:
                     raise EditError(problem, file=name)
@@ -193,6 +197,8 @@ class Editor:
         if fmt == "ot" and edit is not None:  # the model quotes; the edit handed out is canonical OT, with counts
             edit = formats.get("ot").resolve(text, edit)
             output = formats.get("ot").render(edit)
+        if fmt == "excerpt" and edit is not None:  # the excerpt means nothing without its view: hand out a block edit
+            output = formats.get("block").render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
                           stats_json(totals, attempts, prompt_tokens))
@@ -220,12 +226,13 @@ class Editor:
         return output, generation, request
 
     @staticmethod
-    def _apply(fmt, name, text, output, language):
+    def _apply(fmt, name, text, output, language, view=None):
         """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
-        the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file."""
-        if fmt == "whole":
-            new_text = whole_text(output, text)
-            edit = new_text
+        the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
+        An `excerpt` answer is spliced into `text` through its `view`, and its edit is the block edit it makes."""
+        if fmt in REWRITES:
+            new_text = whole_text(output, text) if view is None else view.splice(whole_text(output, view.excerpt))
+            edit = new_text if fmt == "whole" or new_text == text else _block_edit(text, new_text, name)
             errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
         else:
             result = apply_edit(output, format=fmt, files=MemoryFiles({name: text}), targets=[name],
@@ -241,6 +248,14 @@ class Editor:
         if new_text == text:
             raise NoChangeError("the edit changes nothing", file=name)
         return edit, new_text
+
+
+def _block_edit(text: str, new_text: str, name: str):
+    """The block edit from `text` to `new_text`; EditError where none gives it (a change outside every unit)."""
+    try:
+        return formats.get("block").edit_between(text, new_text, name)
+    except ValueError as exc:
+        raise EditError(str(exc), file=name) from None
 
 
 def stopped(finish_reason: str, budget: int, name: str) -> None:

@@ -24,6 +24,8 @@ QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
 # large is a rewrite, so the budget stops growing with the file and a rambling try on a long file ends in seconds.
 STRUCTURED_MAX_QUOTE = 1024
 STRUCTURED_MARGIN = 128  # headers, markers, a few added lines
+# Answers that are the new text itself (of the file, of an excerpt of it), decoded without a grammar.
+REWRITES = ("excerpt", "whole")
 
 
 @dataclass
@@ -67,8 +69,10 @@ def chat_prompt_ids(tokenizer, chat: list[dict[str, str]]) -> list[int]:
 
 def format_grammar(fmt: str, name: str, text: str, language: str | None) -> str | None:
     """The grammar of an answer in `fmt` about `text` (called `name`), narrowed to that file as `edit` decodes
-    it; None for `whole`, which is decoded free."""
-    return grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language)) if fmt != "whole" else None
+    it; None for a rewrite (`whole`, `excerpt`), which is decoded free."""
+    if fmt in REWRITES:
+        return None
+    return grammars.document_grammar(fmt, **_narrowing(fmt, name, text, language))
 
 
 def edit_drafters(tokenizer, fmt: str, text: str, mtp=None) -> list:
@@ -110,7 +114,7 @@ def output_budget(tokenizer, fmt: str, text: str, max_new_tokens: int | None = N
     quarter more and a few lines; a structured edit, what it can sensibly quote and add (see STRUCTURED_MAX_QUOTE).
     A budget past what the answer needs only lets a rambling model ramble."""
     size = len(tokenizer.encode(text, add_special_tokens=False))
-    need = size + size // 4 + 128 if fmt == "whole" else 2 * min(size, STRUCTURED_MAX_QUOTE) + STRUCTURED_MARGIN
+    need = size + size // 4 + 128 if fmt in REWRITES else 2 * min(size, STRUCTURED_MAX_QUOTE) + STRUCTURED_MARGIN
     return need if max_new_tokens is None else min(need, max_new_tokens)
 
 

@@ -407,7 +407,7 @@ def edit_between(before: str, after: str, path: str) -> Edit:
     old, _ = apply_patch.split_lines(before)
     new, _ = apply_patch.split_lines(after)
     found = units(before, path)
-    parents = _parents(found)
+    parents = unit_parents(found)
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
     changes = [_Change(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
     # Finest first: the smallest unit holding each change, new units inserted, removed ones deleted; then
@@ -432,7 +432,7 @@ def _applies_to(before: str, edit: Edit, path: str, after: str) -> bool:
         return False
 
 
-def _parents(found: list[Unit]) -> list[int]:
+def unit_parents(found: list[Unit]) -> list[int]:
     """For each unit, the index of the smallest unit around it (-1: the file)."""
     parents, open_units = [], []
     for index, unit in enumerate(found):

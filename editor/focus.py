@@ -1,0 +1,281 @@
+"""Excerpts of long files: the units an instruction is about, shown to the model without the rest.
+
+Asked to change one function of an 800-line file, a whole-file rewrite reads 800 lines and types them all
+again, and the default 0.5B model mostly drops most of them (docs/BENCHMARKS.md, long sets). An `excerpt` edit
+shows the model only the file's imports and the top-level units the instruction is about (`focus`), with a
+marker line where lines are left out; the model rewrites that excerpt whole, which it does as well as it
+rewrites a short file, and `View.splice` puts the new lines in place. Left-out lines are never shown, so they
+are never lost: a marker the model drops or moves leaves them where they were.
+
+Which units: the instruction's words scored against each top-level unit (BM25 over the file's units; a unit
+whose defined name the instruction says outright wins), the best one, and the units beside it that use a name
+it defines or define a name it uses (a class and its subclass, a function and its caller).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from .formats import block
+
+# A marker stands for lines left out. Its form is fixed so that the model's copies of it are recognised
+# (and never written into the file) whatever comment it is dressed in.
+MARKER = "... ({n} lines not shown)"
+MARKER_LINE = re.compile(r"^\s*(#|//|--|;|%)?\s*\.\.\. \(\d+ lines? not shown\)\s*$")
+COMMENT = {"python": "#", "bash": "#", "ruby": "#", "yaml": "#", "toml": "#", "r": "#", "perl": "#",
+           "javascript": "//", "typescript": "//", "tsx": "//", "java": "//", "c": "//", "cpp": "//",
+           "c_sharp": "//", "go": "//", "rust": "//", "kotlin": "//", "swift": "//", "scala": "//", "php": "//",
+           "css": "//", "lua": "--", "sql": "--", "haskell": "--"}
+# The lines before the first unit that is not one of these are the file's header, always shown: an edit may
+# need a new import.
+HEADER_LINE = re.compile(r"\s*($|#|//|/\*|\*|\"\"\"|'''|import\b|from\b|use\b|package\b|require\b|using\b"
+                         r"|extern crate\b|const \w+ = require\()")
+HEADER_MAX_LINES = 40
+COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
+# Units beside the best one are added while the excerpt stays under this many lines.
+EXCERPT_MAX_LINES = 200
+DEFINES = re.compile(r"\b(?:def|class|function|fn|func|struct|enum|trait|interface|type|impl|module)\s+"
+                     r"([A-Za-z_]\w*)|^(?:export\s+)?(?:const|let|var)?\s*([A-Za-z_]\w*)\s*(?::[^=]*)?=[^=]")
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CAMEL_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+# Words of instructions that say what to do, not where.
+STOPWORDS = set("""the and for that this with from into onto should would could make makes change changes
+modify modifies add adds remove removes use uses using fix fixes bug bugs code function functions method methods
+class file instead also not are was were its it's all any each one two has have had can will new old them then
+than there their when where which while what who why how does doing done only just more less so such very
+return returns instruction rewrite update edit""".split())
+BM25_K1, BM25_B = 1.2, 0.75
+NAME_BONUS = 10.0  # a unit the instruction names outright beats any spread of common words
+PART_BONUS = 5.0  # a unit whose name is part of a word of the instruction (Animal in create_animal)
+# Without a unit named outright, the excerpt holds the best few (each with its neighbours) and the model,
+# which understands the instruction better than word counts do, edits the one it means.
+MAX_GROUPS = 3
+
+
+@dataclass(frozen=True)
+class View:
+    """The lines `spans` (0-based, end excluded, in file order, apart) of `text`, and a marker line in place
+    of each run of lines left out."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    comment: str = "#"
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def entries(self) -> list[tuple[int | None, str]]:
+        """The excerpt's lines: (the file's line index, or None for a marker; the line)."""
+        lines, shown, position = self.lines, [], 0
+        for start, end in (*self.spans, (len(self.lines), len(self.lines))):
+            if start > position:
+                shown.append((None, self._marker(start - position)))
+            shown.extend((i, lines[i]) for i in range(start, end))
+            position = max(position, end)
+        return shown
+
+    @property
+    def excerpt(self) -> str:
+        return "\n".join(line for _, line in self.entries()) + "\n"
+
+    @property
+    def shown_lines(self) -> int:
+        return sum(end - start for start, end in self.spans)
+
+    def _marker(self, count: int) -> str:
+        return (self.comment + " " if self.comment else "") + MARKER.format(n=count)
+
+    def splice(self, new_excerpt: str) -> str:
+        """The file with the excerpt replaced by `new_excerpt`: each changed run of shown lines replaced in
+        place, added lines placed beside the shown line they follow (or precede), lines left out untouched.
+        Marker lines in `new_excerpt` are the model's copies of ours and are never written."""
+        entries, lines = self.entries(), self.lines
+        new = new_excerpt.splitlines()
+        matcher = difflib.SequenceMatcher(None, [line for _, line in entries], new, autojunk=False)
+        placed: dict[int, list[str]] = defaultdict(list)  # new lines to write before the file's line i
+        deleted: set[int] = set()
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                continue
+            added = [line for line in new[j1:j2] if not MARKER_LINE.match(line)]
+            shown = [entries[i][0] for i in range(i1, i2) if entries[i][0] is not None]
+            deleted.update(shown)
+            placed[shown[0] if shown else _insertion_point(entries, i1, len(lines))].extend(added)
+        out = []
+        for i in range(len(lines) + 1):
+            out.extend(placed.get(i, ()))
+            if i < len(lines) and i not in deleted:
+                out.append(lines[i])
+        ending = "\n" if self.text.endswith("\n") or not self.text else ""
+        return "\n".join(out) + ending if out else ""
+
+
+def _insertion_point(entries: list[tuple[int | None, str]], at: int, size: int) -> int:
+    """The file's line index before which lines inserted at excerpt position `at` go: after the shown line
+    above them, unless a marker is above them (then before the shown line below, past the left-out lines)."""
+    if at > 0 and entries[at - 1][0] is not None:
+        return entries[at - 1][0] + 1
+    if at < len(entries) and entries[at][0] is not None:
+        return entries[at][0]
+    return size if at > 0 else 0
+
+
+def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:
+    """The view of `text` (the file `path`) an edit for `instruction` needs: its header and the top-level
+    units the instruction is about. The whole file when the instruction points at no unit."""
+    lines = text.splitlines()
+    comment = COMMENT.get(language or "", "" if language in (None, "markdown", "text") else "//")
+    found = block.units(text, path)
+    parents = block.unit_parents(found)
+    top = [unit for unit, parent in zip(found, parents) if parent == -1]
+    header_end = _header_end(lines, top)
+    candidates = _comments_joined([unit for unit in top if unit.start >= header_end], lines)
+    scores = rank(candidates, lines, instruction)
+    order = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])
+    if not order:
+        return View(text, ((0, len(lines)),) if lines else (), comment)
+    # Named outright: that unit. Otherwise the few best, so that the model, which reads them, picks.
+    groups = 1 if scores[order[0]] >= NAME_BONUS else MAX_GROUPS
+    spans, shown = [], 0
+    for best in order:
+        if len(spans) == groups:
+            break
+        if any(start <= candidates[best].start < end for start, end in spans):
+            continue
+        first, last = _widened(candidates, best, lines)
+        size = candidates[last].end - candidates[first].start
+        if spans and shown + size > EXCERPT_MAX_LINES:
+            continue
+        spans.append((candidates[first].start, candidates[last].end))
+        shown += size
+    return View(text, _closed(([(0, header_end)] if header_end else []) + spans, lines), comment)
+
+
+def _widened(candidates: list[block.Unit], best: int, lines: list[str]) -> tuple[int, int]:
+    """The run of candidates around `best` that share names with it (and with each other), within
+    EXCERPT_MAX_LINES."""
+    first = last = best
+    size = candidates[best].end - candidates[best].start
+    grew = True
+    while grew:
+        grew = False
+        chosen = candidates[first:last + 1]
+        for index in (first - 1, last + 1):
+            if 0 <= index < len(candidates) and _related(candidates[index], chosen, lines):
+                extra = candidates[index].end - candidates[index].start
+                if size + extra > EXCERPT_MAX_LINES:
+                    continue
+                size += extra
+                first, last, grew = min(first, index), max(last, index), True
+    return first, last
+
+
+def rank(units: list[block.Unit], lines: list[str], instruction: str) -> list[float]:
+    """BM25 of the instruction's words against each unit's text, plus NAME_BONUS for a unit whose defined name
+    the instruction says (as a word, case kept)."""
+    texts = ["\n".join(lines[unit.start:unit.end]) for unit in units]
+    counts = [Counter(terms(text)) for text in texts]
+    if not counts:
+        return []
+    average = sum(sum(c.values()) for c in counts) / len(counts) or 1.0
+    frequency = Counter(term for c in counts for term in c)
+    said = set(WORD.findall(instruction))
+    query = set(terms(instruction))
+    scores = []
+    for unit, count, text in zip(units, counts, texts):
+        length = sum(count.values())
+        score = 0.0
+        for term in query & count.keys():
+            idf = math.log(1 + (len(units) - frequency[term] + 0.5) / (frequency[term] + 0.5))
+            tf = count[term]
+            score += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average))
+        names = defined_names(lines[unit.start:unit.end])
+        if names & said:
+            score += NAME_BONUS
+        elif {name.lower() for name in names} & query:
+            score += PART_BONUS
+        scores.append(score)
+    return scores
+
+
+def terms(text: str) -> list[str]:
+    """The words of `text` a match counts: identifiers lowercased, and their snake_case and camelCase parts,
+    three letters or more, less STOPWORDS."""
+    found = []
+    for word in WORD.findall(text):
+        parts = {word.lower()} | {part.lower() for piece in word.split("_") for part in CAMEL_PART.findall(piece)}
+        found.extend(part for part in parts if len(part) >= 3 and part not in STOPWORDS)
+    return found
+
+
+def defined_names(unit_lines: list[str]) -> set[str]:
+    """The names a unit defines: its definition's name (`def f`, `class C`, `fn f`...) or the name it assigns,
+    and its members' (a class's methods), dunders left out."""
+    names, indent = set(), None
+    for line in unit_lines:
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith(("@", "#", "//", "/*", "*")):
+            continue
+        depth = len(line) - len(stripped)
+        if indent is None or depth > indent and DEFINES.match(stripped):
+            match = DEFINES.search(stripped)
+            names.update(name for name in (match.groups() if match else ()) if name and not name.startswith("__"))
+            indent = depth if indent is None else indent
+    return names
+
+
+def _related(unit: block.Unit, chosen: list[block.Unit], lines: list[str]) -> bool:
+    """Whether `unit` uses a name the chosen units define, or defines one they use."""
+    text = "\n".join(lines[unit.start:unit.end])
+    others = "\n".join("\n".join(lines[u.start:u.end]) for u in chosen)
+    defines = defined_names(lines[unit.start:unit.end])
+    defined = set().union(*(defined_names(lines[u.start:u.end]) for u in chosen))
+    return bool(defines & set(WORD.findall(others))) or bool(defined & set(WORD.findall(text)))
+
+
+def _comments_joined(units: list[block.Unit], lines: list[str]) -> list[block.Unit]:
+    """The units with each run of comment-only units joined to the unit after it (a comment says what
+    follows it, and must not stand between a class and its subclass)."""
+    joined, pending = [], None
+    for unit in units:
+        start = unit.start if pending is None else pending
+        if all(COMMENT_LINE.match(line) for line in lines[unit.start:unit.end]):
+            pending = start
+            continue
+        joined.append(block.Unit(unit.name, start, unit.end))
+        pending = None
+    if pending is not None:
+        joined.append(block.Unit(units[-1].name, pending, units[-1].end))
+    return joined
+
+
+def _header_end(lines: list[str], top: list[block.Unit]) -> int:
+    """The end of the file's header: the leading units that are imports, comments or docstrings (at most
+    HEADER_MAX_LINES lines)."""
+    end = 0
+    for unit in top:
+        if unit.end > HEADER_MAX_LINES or not all(HEADER_LINE.match(line) or line.startswith((" ", "\t"))
+                                                  for line in lines[unit.start:unit.end]):
+            break
+        end = unit.end
+    return end
+
+
+def _closed(spans: list[tuple[int, int]], lines: list[str]) -> tuple[tuple[int, int], ...]:
+    """The spans with the blank lines around them taken in, merged where only blank lines lie between them."""
+    closed: list[list[int]] = []
+    for start, end in sorted(spans):
+        while start > 0 and not lines[start - 1].strip():
+            start -= 1
+        while end < len(lines) and not lines[end].strip():
+            end += 1
+        if closed and start <= closed[-1][1]:
+            closed[-1][1] = max(closed[-1][1], end)
+        else:
+            closed.append([start, end])
+    return tuple((start, end) for start, end in closed)
