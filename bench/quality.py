@@ -18,7 +18,7 @@ from pathlib import Path
 
 from editor import prompting
 from editor.files import replace_text
-from editor.propose import FORMATS, Editor, EditResult, choose_format
+from editor.propose import FORMATS, Editor, EditResult, choose_format, view_for
 
 from .items import Item, passes
 
@@ -85,7 +85,9 @@ def cache_settings(model: str, quantize: str, max_retries: int, *, server: str |
 
 def prompt_hash(fmt: str, item: Item) -> str:
     """The first try's prompt as the Editor builds it (template, file, instruction), hashed."""
-    chat = prompting.messages(fmt, path=PATH, text=item.code, instruction=item.instruction, language="python")
+    view = view_for(fmt, PATH, item.code, item.instruction, "python")
+    chat = prompting.messages(fmt, path=PATH, text=view.excerpt if view else item.code,
+                              instruction=item.instruction, language="python")
     return hashlib.sha256(json.dumps(chat).encode("utf-8")).hexdigest()
 
 

@@ -35,6 +35,10 @@ FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "excerpt", "whole")
 # correctly more often than it wrote any structured format, and on long files a whole rewrite mostly dropped
 # code while an excerpt rewrite is as short as a short file's (docs/BENCHMARKS.md, Edit quality).
 WHOLE_MAX_LINES = 60
+# Past this many lines, block and excerpt edits show the model an excerpt (`view_for`): the 0.5B model picked
+# and rewrote the wrong units of 300-800 line files, slowly (5,000-token prompts), and read a screenful well.
+FOCUS_MIN_LINES = WHOLE_MAX_LINES
+FOCUSED_FORMATS = ("block", "excerpt")
 # A retry of a greedy Editor samples at this temperature (seeded: the same request gives the same edit). The
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
 # rejected answer again: on HumanEvalFix, block edits that "changed nothing" changed nothing on all three tries.
@@ -168,7 +172,7 @@ class Editor:
         from decoding.generate import Stats
 
         # An excerpt edit shows the model only what the instruction is about (`focus`) and splices its answer back.
-        view = focus(text, name, instruction, language) if fmt == "excerpt" else None
+        view = view_for(fmt, name, text, instruction, language)
         shown = view.excerpt if view else text
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
@@ -197,7 +201,7 @@ class Editor:
         if fmt == "ot" and edit is not None:  # the model quotes; the edit handed out is canonical OT, with counts
             edit = formats.get("ot").resolve(text, edit)
             output = formats.get("ot").render(edit)
-        if fmt == "excerpt" and edit is not None:  # the excerpt means nothing without its view: hand out a block edit
+        if edit is not None and (fmt == "excerpt" or view is not None):  # the answer was about the excerpt
             output = formats.get("block").render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
@@ -229,16 +233,19 @@ class Editor:
     def _apply(fmt, name, text, output, language, view=None):
         """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
-        An `excerpt` answer is spliced into `text` through its `view`, and its edit is the block edit it makes."""
+        With a `view`, the output edits the excerpt the model saw, spliced back into `text`; the edit handed
+        out is then the block edit of the whole file (an excerpt answer's always is)."""
+        shown = view.excerpt if view is not None else text
         if fmt in REWRITES:
-            new_text = whole_text(output, text) if view is None else view.splice(whole_text(output, view.excerpt))
-            edit = new_text if fmt == "whole" or new_text == text else _block_edit(text, new_text, name)
-            errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
+            new_shown, edit, errors = whole_text(output, shown), None, []
         else:
-            result = apply_edit(output, format=fmt, files=MemoryFiles({name: text}), targets=[name],
+            result = apply_edit(output, format=fmt, files=MemoryFiles({name: shown}), targets=[name],
                                 language=language, dry_run=True)
             edit, errors = result.edit, result.errors
-            new_text = next((c.new_text for c in result.changes if c.path == name), text)
+            new_shown = next((c.new_text for c in result.changes if c.path == name), shown)
+        new_text = view.splice(new_shown) if view is not None and new_shown is not None else new_shown
+        if not errors and new_text is not None and (fmt in REWRITES or view is not None):
+            errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
         if len(errors) > 1:  # the model is told every one of them
             raise EditError("; ".join(str(error) for error in errors), file=name)
         if errors:
@@ -247,7 +254,20 @@ class Editor:
             raise EditError("the edit deletes the file; it should change it", file=name)
         if new_text == text:
             raise NoChangeError("the edit changes nothing", file=name)
+        if fmt == "whole":
+            edit = new_text
+        elif fmt == "excerpt" or view is not None:
+            edit = _block_edit(text, new_text, name)
         return edit, new_text
+
+
+def view_for(fmt: str, name: str, text: str, instruction: str, language: str | None):
+    """The excerpt of `text` an edit in `fmt` shows the model (`focus`), or None: the whole file. Past a
+    screenful (FOCUS_MIN_LINES) a block or excerpt edit sees the file's imports and the units the instruction
+    is about; the other formats, and any edit of a shorter file, see it all."""
+    if fmt in FOCUSED_FORMATS and text.count("\n") > FOCUS_MIN_LINES:
+        return focus(text, name, instruction, language)
+    return None
 
 
 def _block_edit(text: str, new_text: str, name: str):

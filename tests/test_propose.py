@@ -215,9 +215,9 @@ def test_a_runaway_try_is_stopped_and_the_model_told_why(looping, monkeypatch, m
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"
-    assert choose_format("Fix the off-by-one error in the loop", "python", long_file) == "block"
+    assert choose_format("Fix the off-by-one error in the loop", "python", long_file) == "excerpt"
     assert choose_format("Fix the off-by-one error in the loop", "python", SOURCE) == "whole"
-    assert choose_format("Replace all uses of foo", None, long_file) == "block"
+    assert choose_format("Replace all uses of foo", None, long_file) == "excerpt"
 
 
 def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):

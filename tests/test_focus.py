@@ -1,0 +1,120 @@
+"""Excerpts of long files (editor/focus.py): which units an instruction is about, and splicing an excerpt's
+rewrite back into the file without touching a line that was left out."""
+
+from __future__ import annotations
+
+import pytest
+
+from editor import prompting
+from editor.focus import View, focus, rank
+from editor.formats import block
+from editor.propose import Editor
+from tests.tiny_models import chat_model, chat_tokenizer, teach
+
+
+def filler(name: str, lines: int = 6) -> str:
+    body = "\n".join(f"    total = total + {i}  # step {i} of {name}" for i in range(lines))
+    return f"def {name}(values):\n    total = 0\n{body}\n    return total\n"
+
+
+NAMES = [f"helper_{word}" for word in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")]
+AREA = "def area(radius):\n    return 3.14 * radius * radius\n"
+LONG = "import math\nimport os\n\n\n" + "\n\n".join([*map(filler, NAMES[:4]), AREA, *map(filler, NAMES[4:])])
+
+
+def test_the_named_unit_and_the_imports_are_shown_and_the_rest_marked():
+    view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
+    excerpt = view.excerpt
+    assert excerpt.startswith("import math\nimport os\n")
+    assert AREA in excerpt
+    assert not any(name in excerpt for name in NAMES)
+    # The four functions before area are left out (the blank lines around them are shown), then the four after.
+    before = "\n\n".join(map(filler, NAMES[:4])).rstrip("\n").count("\n") + 1
+    assert f"\n\n\n# ... ({before} lines not shown)\n\n\ndef area(radius):" in excerpt
+    assert excerpt.count("lines not shown") == 2
+    assert view.splice(excerpt) == LONG  # the excerpt unchanged gives the file unchanged
+
+
+def test_a_rewrite_of_the_excerpt_lands_in_place():
+    view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
+    new = view.splice(view.excerpt.replace("3.14", "math.pi"))
+    assert new == LONG.replace("3.14", "math.pi")
+
+
+def test_lines_left_out_are_never_lost_when_the_model_drops_or_moves_markers():
+    view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
+    dropped = "\n".join(line for line in view.excerpt.splitlines() if "not shown" not in line) + "\n"
+    assert view.splice(dropped.replace("3.14", "math.pi")) == LONG.replace("3.14", "math.pi")
+    # A marker the model writes twice is its copy of ours: it is never written into the file.
+    doubled = view.excerpt.replace("# ... (", "# ... (3 lines not shown)\n# ... (", 1)
+    assert view.splice(doubled) == LONG
+
+
+def test_a_unit_added_after_a_marker_goes_past_the_lines_left_out():
+    view = focus(LONG, "shapes.py", "Add a function circumference before area.", "python")
+    circumference = "def circumference(radius):\n    return 2 * math.pi * radius\n\n\n"
+    new = view.splice(view.excerpt.replace("def area(", circumference + "def area("))
+    assert new == LONG.replace("def area(", circumference + "def area(")
+
+
+def test_a_subclass_beside_its_base_is_shown_with_it_a_comment_joined_to_what_follows():
+    base = "class Animal:\n    def sound(self):\n        return None\n"
+    derived = "# Animals that roar.\nclass Lion(Animal):\n    def sound(self):\n        return 'roar'\n"
+    text = "\n\n".join([*map(filler, NAMES[:4]), base, derived, *map(filler, NAMES[4:])])
+    excerpt = focus(text, "zoo.py", "Add an age to Animal.", "python").excerpt
+    assert base in excerpt and derived in excerpt
+    assert not any(name in excerpt for name in NAMES)
+
+
+def test_without_a_named_unit_the_best_few_are_shown():
+    text = "\n\n".join([*map(filler, NAMES[:4]), "def mean(values):\n    return sum(values) / len(values)\n",
+                        "def median(values):\n    return sorted(values)[len(values) // 2]\n", *map(filler, NAMES[4:])])
+    excerpt = focus(text, "stats.py", "Make the median of an even count of values average the two middle ones.",
+                    "python").excerpt
+    assert "def median(values)" in excerpt
+    assert excerpt.count("def ") <= 3
+
+
+def test_an_instruction_about_no_unit_shows_the_whole_file():
+    view = focus(LONG, "shapes.py", "Tidy up.", "python")
+    assert view.excerpt == LONG and "not shown" not in view.excerpt
+
+
+def test_ranking_prefers_the_unit_named_outright_over_common_words():
+    units = [u for u in block.units(LONG, "shapes.py") if u.name.startswith("def ")]
+    lines = LONG.splitlines()
+    scores = rank(units, lines, "In area, add up the total of values step by step.")
+    assert max(range(len(units)), key=scores.__getitem__) == [u.name for u in units].index("def area(radius):")
+
+
+def test_javascript_markers_are_comments_and_non_ascii_survives():
+    functions = [f"function {name}(xs) {{\n  return xs.map((x) => x + 1); // «{name}»\n}}\n" for name in NAMES]
+    text = "\n".join(functions[:4] + ["function greet(name) {\n  return 'héllo ' + name;\n}\n"] + functions[4:])
+    view = focus(text, "greet.js", "Make greet say hi.", "javascript")
+    assert "// ... (" in view.excerpt and "héllo" in view.excerpt
+    assert view.splice(view.excerpt.replace("héllo", "hi ✓")) == text.replace("héllo", "hi ✓")
+
+
+def test_a_file_shown_whole_splices_like_a_whole_rewrite():
+    view = View("a\nb\n", ((0, 2),))
+    assert view.splice("a\nc\n") == "a\nc\n"
+    assert View("", ()).splice("") == ""
+
+
+@pytest.mark.parametrize("spec", [False, True])
+def test_the_editor_makes_an_excerpt_edit_and_hands_out_a_block_edit(spec):
+    instruction = "Use math.pi in area."
+    view = focus(LONG, "shapes.py", instruction, "python")
+    answer = "```\n" + view.excerpt.replace("3.14", "math.pi") + "```"
+    tokenizer = chat_tokenizer(LONG + answer)
+    model = chat_model(tokenizer)
+    chat = prompting.messages("excerpt", path="shapes.py", text=view.excerpt, instruction=instruction,
+                              language="python")
+    teach(model, tokenizer, chat, answer)
+    result = Editor(model_obj=model, tokenizer=tokenizer, spec=spec, max_new_tokens=200).edit(
+        LONG, instruction, format="excerpt", path="shapes.py")
+    assert result.ok and result.new_text == LONG.replace("3.14", "math.pi"), result.diagnostics
+    assert result.edit_text.startswith("*** Replace: def area(radius):")
+    assert block.apply_text(LONG, block.parse(result.edit_text), "shapes.py") == result.new_text
+    whole_prompt = len(tokenizer.encode(LONG))
+    assert result.stats["prompt_tokens"] < whole_prompt  # the prompt holds the excerpt, not the file
