@@ -35,6 +35,7 @@ FAILURE_HEADERS = {"no_parse": "no parse", "no_match": "no match", "validation":
 # tests' is the format's or the budget's.
 WELL_FORMED_FAILURES = {None, "tests_failed", "dropped_code", "no_change"}
 NO_CHANGE = "the edit changes nothing"
+SEVERAL_SYNTAX_ERRORS = re.compile(r"[^:]+:\d+: new syntax error .*; [^:]+:\d+: new syntax error ")
 
 
 MTP_WORDS = {True: "on", False: "off", None: "as cached"}  # a report made from the cache alone cannot tell
@@ -57,6 +58,8 @@ class ResultCache:
         row = json.loads(path.read_text(encoding="utf-8"))
         if row["failure"] == "error" and row["message"] == NO_CHANGE:  # cached before NoChangeError had a kind
             row["failure"] = "no_change"
+        if row["failure"] == "error" and SEVERAL_SYNTAX_ERRORS.match(row["message"] or ""):
+            row["failure"] = "validation"  # cached before several validation errors kept their kind
         return row
 
     def put(self, fmt: str, item: Item, row: dict) -> None:

@@ -38,8 +38,9 @@ HEADER_MAX_LINES = 40
 COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
 # Units beside the best one are added while the excerpt stays under this many lines.
 EXCERPT_MAX_LINES = 200
-DEFINES = re.compile(r"\b(?:def|class|function|fn|func|struct|enum|trait|interface|type|impl|module)\s+"
-                     r"([A-Za-z_]\w*)|^(?:export\s+)?(?:const|let|var)?\s*([A-Za-z_]\w*)\s*(?::[^=]*)?=[^=]")
+DEFINITION = re.compile(r"\b(?:def|class|function|fn|func|struct|enum|trait|interface|type|impl|module)\s+"
+                        r"([A-Za-z_]\w*)")
+ASSIGNMENT = re.compile(r"(?:export\s+)?(?:const\s+|let\s+|var\s+)?([A-Za-z_]\w*)\s*(?::[^=]*)?=[^=]")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CAMEL_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # Words of instructions that say what to do, not where.
@@ -215,17 +216,22 @@ def terms(text: str) -> list[str]:
 
 def defined_names(unit_lines: list[str]) -> set[str]:
     """The names a unit defines: its definition's name (`def f`, `class C`, `fn f`...) or the name it assigns,
-    and its members' (a class's methods), dunders left out."""
+    and the definitions inside it (a class's methods; not a function's local variables), dunders left out."""
     names, indent = set(), None
     for line in unit_lines:
         stripped = line.lstrip()
         if not stripped or stripped.startswith(("@", "#", "//", "/*", "*")):
             continue
         depth = len(line) - len(stripped)
-        if indent is None or depth > indent and DEFINES.match(stripped):
-            match = DEFINES.search(stripped)
-            names.update(name for name in (match.groups() if match else ()) if name and not name.startswith("__"))
-            indent = depth if indent is None else indent
+        if indent is None:
+            indent = depth
+            match = DEFINITION.search(stripped) or ASSIGNMENT.match(stripped)
+        elif depth > indent:
+            match = DEFINITION.match(stripped)
+        else:
+            continue
+        if match and not match.group(1).startswith("__"):
+            names.add(match.group(1))
     return names
 
 

@@ -77,8 +77,15 @@ class EditResult:
             return []
         return [FileChange(self.path, Document(self.old_text), self.new_text)]
 
+    @property
+    def edit_format(self) -> str:
+        """The format of `edit_text`, what `edit apply` takes: an excerpt answer is handed out as a block edit."""
+        return "block" if self.format == "excerpt" else self.format
+
     def to_json(self) -> dict:
-        return {"ok": self.ok, "path": self.path, "format": self.format, "edit": self.edit_text,
+        """`format`: that of `edit` (apply it with that format); `model_format`: what the model wrote."""
+        return {"ok": self.ok, "path": self.path, "format": self.edit_format, "model_format": self.format,
+                "edit": self.edit_text,
                 "diff": self.diff, "errors": self.diagnostics, "stats": self.stats}
 
 
@@ -246,8 +253,10 @@ class Editor:
         new_text = view.splice(new_shown) if view is not None and new_shown is not None else new_shown
         if not errors and new_text is not None and (fmt in REWRITES or view is not None):
             errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
-        if len(errors) > 1:  # the model is told every one of them
-            raise EditError("; ".join(str(error) for error in errors), file=name)
+        if len(errors) > 1:  # the model is told every one of them, under their kind when they share one
+            kinds = {type(error) for error in errors}
+            kind = kinds.pop() if len(kinds) == 1 else EditError
+            raise kind("; ".join(str(error) for error in errors), file=name)
         if errors:
             raise errors[0]
         if new_text is None:

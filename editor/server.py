@@ -65,9 +65,10 @@ class EditServer:
     def propose_edit(self, path: str, instruction: str, format: str = "auto") -> dict[str, Any]:
         """Ask the local model for an edit of one file; nothing is written.
 
-        `format`: auto (a rule for "every use of ..." requests, else apply_patch), apply_patch,
-        udiff, ot, rule or whole. Returns {ok, path, format, edit, diff, errors, stats}: `edit` is
-        the model's edit text; pass it with `format` to apply_edit to write it (`diff`, a unified
+        `format`: auto (a rule for "every use of ..." requests, else whole for a file of at most 60
+        lines and excerpt past that), apply_patch, udiff, ot, rule, block, excerpt or whole. Returns
+        {ok, path, format, model_format, edit, diff, errors, stats}: `edit` is the edit text (an excerpt
+        answer's is a block edit, `format` block); pass it with `format` to apply_edit to write it (`diff`, a unified
         diff, applies too, as format udiff). ok false: every try was rejected, `errors` say why.
         The first call loads the model (seconds to a minute); later calls reuse it.
         """

@@ -39,7 +39,7 @@ def test_unknown_benchmark_and_format_are_refused():
     with pytest.raises(ValueError):
         check_formats(["apply_patch", "nope"])
     assert check_formats(["auto", "whole"]) == ["auto", "whole"]
-    assert check_formats(["all"]) == ["apply_patch", "udiff", "ot", "rule", "block", "whole"]
+    assert check_formats(["all"]) == ["apply_patch", "udiff", "ot", "rule", "block", "excerpt", "whole"]
 
 
 @pytest.fixture(scope="module")
@@ -472,3 +472,18 @@ def test_an_edit_that_changes_nothing_is_well_formed_and_wrong(tmp_path):
     summary = summarize("block", rows)
     assert summary["failures"]["no_change"] == 1 and summary["failures"]["error"] == 0
     assert summary["well_formed"] == pytest.approx(2 / 3) and summary["pass_at_1"] == 0
+
+
+def test_several_syntax_errors_cached_as_an_error_are_read_as_validation(tmp_path):
+    from bench.items import Item
+
+    item = Item("T/1", "Make f return 2.", "def f():\n    return 1\n", None, "assert f() == 2\n")
+    cache = ResultCache(tmp_path, {"model": "tiny"})
+    message = ("item.py:4: new syntax error at column 5: ERROR near '>>>'; "
+               "item.py:6: new syntax error at column 5: ERROR near 'x'")
+    row = {"task_id": "T/1", "ok": False, "passed": False, "failure": "error", "message": message,
+           "attempts": 1, "output_tokens": 30, "prompt_tokens": 90, "seconds": 1.0}
+    cache.put("apply_patch", item, row)  # as a run cached it before several errors kept their kind
+    assert cache.get("apply_patch", item)["failure"] == "validation"
+    cache.put("udiff", item, {**row, "message": "the model server went away"})
+    assert cache.get("udiff", item)["failure"] == "error"

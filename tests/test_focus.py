@@ -118,3 +118,12 @@ def test_the_editor_makes_an_excerpt_edit_and_hands_out_a_block_edit(spec):
     assert block.apply_text(LONG, block.parse(result.edit_text), "shapes.py") == result.new_text
     whole_prompt = len(tokenizer.encode(LONG))
     assert result.stats["prompt_tokens"] < whole_prompt  # the prompt holds the excerpt, not the file
+
+
+def test_an_answer_with_several_syntax_errors_is_rejected_as_a_validation_error():
+    from editor.errors import ValidationError
+
+    broken = "def f(:\n    return 1\n\n\ndef g(:\n    return 2\n"
+    with pytest.raises(ValidationError) as raised:
+        Editor._apply("whole", "item.py", "def f():\n    return 1\n", "```\n" + broken + "```", "python")
+    assert raised.value.args[0].count("new syntax error") >= 2

@@ -29,7 +29,8 @@ def propose(
     file: Path = typer.Argument(..., help="The file to edit."),
     instruction: str = typer.Argument(..., help="What to change, in words."),
     format: str = typer.Option("auto", "--format", "-f",
-                               help="auto, apply_patch, udiff, ot, rule or whole (rewrite the file)."),
+                               help="auto, apply_patch, udiff, ot, rule, block, excerpt (rewrite the part of a long file "
+                                    "the instruction is about) or whole (rewrite the file)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="default, 1.5b, a local HF folder, a hub id or a .gguf path."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; never write."),
