@@ -24,6 +24,8 @@ QUOTE_MARKERS = {"apply_patch": " -", "udiff": " -"}
 # large is a rewrite, so the budget stops growing with the file and a rambling try on a long file ends in seconds.
 STRUCTURED_MAX_QUOTE = 1024
 STRUCTURED_MARGIN = 128  # headers, markers, a few added lines
+# Languages whose text may hold Markdown fences and lines starting "***" (a block edit's code lines may not).
+PROSE_LANGUAGES = (None, "markdown", "text", "json", "yaml", "toml", "html")
 # Answers that are the new text itself (of the file, of an excerpt of it), decoded without a grammar.
 REWRITES = ("excerpt", "whole")
 
@@ -129,4 +131,5 @@ def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
         narrowing["language"] = language
     if "UNIT" in marked:  # named exactly as `block.apply` looks units up: from the file's name, not `language`
         narrowing["units"], narrowing["unit_after"] = formats.get("block").unit_order(text, name)
+        narrowing["code"] = language not in PROSE_LANGUAGES
     return narrowing

@@ -20,6 +20,10 @@ from importlib.resources import files
 # line's " "), and reports a dead end (NoExtensionBias) at the next mask.
 NOTHING = r"/[^\s\S]/"
 MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
+# A block edit's text line in a code file: as TEXT_LINE in grammars/block.lark, and never a Markdown fence nor
+# anything starting "***" (a marker mistyped). Neither is code in any language we parse; the default model,
+# shown an excerpt, closed a unit's text with a fence, and wrote "***Insert after:" as text.
+CODE_TEXT_LINE = r"/([^*`\n][^\n]*|\*([^*\n][^\n]*)?|\*\*([^*\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
 
 
 class GrammarError(ValueError):
@@ -33,11 +37,10 @@ def load(name: str) -> str:
 
 def document_grammar(format: str, *, document: str | None = None, paths: list[str] | None = None,
                      language: str | None = None, units: list[str] | None = None,
-                     unit_after: list[int] | None = None) -> str:
+                     unit_after: list[int] | None = None, code: bool = False) -> str:
     """The grammar of `format`, with DOC_LINE, PATH, LANGUAGE and UNIT narrowed to what is given."""
     return narrow(load(format), document=document, paths=paths, language=language, units=units,
-                  unit_after=unit_after,
-                  source=f"grammars/{format}.lark")
+                  unit_after=unit_after, code=code, source=f"grammars/{format}.lark")
 
 
 def markers(format: str) -> list[str]:
@@ -48,10 +51,11 @@ def markers(format: str) -> list[str]:
 
 def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None = None,
            language: str | None = None, units: list[str] | None = None, unit_after: list[int] | None = None,
-           source: str = "grammar") -> str:
+           code: bool = False, source: str = "grammar") -> str:
     """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors. With
     `unit_after` (for each unit, the index of the first unit past its end), a block edit's operations
-    must name units top to bottom, none twice and none inside one already named."""
+    must name units top to bottom, none twice and none inside one already named. `code`: the document is
+    code, and a block edit's TEXT_LINE becomes CODE_TEXT_LINE."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
         if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
@@ -64,6 +68,9 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
         grammar = _redefine(grammar, source, "UNIT", list(dict.fromkeys(units)))
     if units is not None and unit_after is not None:
         grammar = _units_in_order(grammar, units, unit_after)
+    if code and units is not None:
+        grammar = re.sub(r"^TEXT_LINE:.*$", lambda _: "TEXT_LINE: " + CODE_TEXT_LINE, grammar, count=1,
+                         flags=re.MULTILINE)
     return grammar
 
 

@@ -317,3 +317,19 @@ def test_cli_applies_a_block_edit_to_the_named_file(tmp_path):
     edit.write_text("*** Delete: TIMEOUT = 5\n*** End\n")
     result = CliRunner().invoke(app, ["apply", str(edit), "--file", "a.py", "--root", str(tmp_path)])
     assert result.exit_code == 1 and "no unit 'TIMEOUT = 5'" in result.output
+
+
+def test_a_code_units_text_cannot_open_a_fence_nor_start_with_stars_but_markdown_can():
+    from decoding.constraint import grammar_admits
+    from editor.request import format_grammar
+
+    code = "def f():\n    return 1\n"
+    fenced = "*** Replace: def f():\ndef f():\n    return 2\n```\n*** End\n"
+    starred = "*** Replace: def f():\ndef f():\n    return 2\n***Insert after: def f():\n*** End\n"
+    plain = "*** Replace: def f():\ndef f():\n    return 2\n*** End\n"
+    grammar = format_grammar("block", "f.py", code, "python")
+    assert grammar_admits(grammar, plain)
+    assert not grammar_admits(grammar, fenced) and not grammar_admits(grammar, starred)
+    notes = "# Notes\n\nRun it.\n"
+    prose = format_grammar("block", "notes.md", notes, "markdown")
+    assert grammar_admits(prose, "*** Replace: Run it.\n```\nrun\n```\n*** End\n")
