@@ -13,6 +13,9 @@ import re
 import prompts
 
 SECTION = re.compile(r"^### (example|answer|user)\n", re.M)
+# An excerpt of a long file (editor/focus.py) is shown as a file and rewritten as one: the default model, told
+# that it saw part of a file, mostly changed nothing (docs/FORMATS.md, Excerpt edits).
+TEMPLATES = {"excerpt": "whole"}
 
 
 def show_numbered(text: str) -> str:
@@ -29,7 +32,7 @@ def fill(template: str, values: dict[str, str]) -> str:
 def messages(format: str, *, path: str, text: str, instruction: str, language: str | None,
              feedback: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
     """Chat messages for one request; `feedback` holds (rejected output, error) pairs of earlier tries."""
-    template = prompts.load(format)
+    template = prompts.load(TEMPLATES.get(format, format))
     parts = SECTION.split(template)
     system, sections = parts[0].strip(), dict(zip(parts[1::2], parts[2::2]))
     shown = text[:-1] if text.endswith("\n") else text
