@@ -35,10 +35,11 @@ FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "excerpt", "whole")
 # correctly more often than it wrote any structured format, and on long files a whole rewrite mostly dropped
 # code while an excerpt rewrite is as short as a short file's (docs/BENCHMARKS.md, Edit quality).
 WHOLE_MAX_LINES = 60
-# Past this many lines, block and excerpt edits show the model an excerpt (`view_for`): the 0.5B model picked
-# and rewrote the wrong units of 300-800 line files, slowly (5,000-token prompts), and read a screenful well.
+# Past this many lines, an edit (but a rule's, which is about every use, or a whole rewrite) shows the model an
+# excerpt (`view_for`): on 300-800 line files the 0.5B model read 5,000-token prompts for most of a minute, then
+# dropped code or edited the wrong units; it edits a screenful as well as a short file.
 FOCUS_MIN_LINES = WHOLE_MAX_LINES
-FOCUSED_FORMATS = ("block", "excerpt")
+FOCUSED_FORMATS = ("apply_patch", "udiff", "ot", "block", "excerpt")
 # A retry of a greedy Editor samples at this temperature (seeded: the same request gives the same edit). The
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
 # rejected answer again: on HumanEvalFix, block edits that "changed nothing" changed nothing on all three tries.
@@ -80,7 +81,7 @@ class EditResult:
     @property
     def edit_format(self) -> str:
         """The format of `edit_text`, what `edit apply` takes: an excerpt answer is handed out as a block edit."""
-        return "block" if self.format == "excerpt" else self.format
+        return edit_format(self.format)
 
     def to_json(self) -> dict:
         """`format`: that of `edit` (apply it with that format); `model_format`: what the model wrote."""
@@ -205,11 +206,11 @@ class Editor:
                 diagnostics.append({"attempt": attempt + 1, "error": type(exc).__name__, **exc.to_json()})
                 feedback.append((output, str(exc)))
                 edit, new_text = None, None
-        if fmt == "ot" and edit is not None:  # the model quotes; the edit handed out is canonical OT, with counts
+        if fmt == "ot" and edit is not None and view is None:  # the model quotes; canonical OT has counts
             edit = formats.get("ot").resolve(text, edit)
             output = formats.get("ot").render(edit)
-        if edit is not None and (fmt == "excerpt" or view is not None):  # the answer was about the excerpt
-            output = formats.get("block").render(edit)
+        if edit is not None and (view is not None or fmt == "excerpt"):  # the answer was about the excerpt
+            output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
                           stats_json(totals, attempts, prompt_tokens))
@@ -241,7 +242,7 @@ class Editor:
         """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
         With a `view`, the output edits the excerpt the model saw, spliced back into `text`; the edit handed
-        out is then the block edit of the whole file (an excerpt answer's always is)."""
+        out is then the same format's edit of the whole file (`file_edit`)."""
         shown = view.excerpt if view is not None else text
         if fmt in REWRITES:
             new_shown, edit, errors = whole_text(output, shown), None, []
@@ -266,7 +267,7 @@ class Editor:
         if fmt == "whole":
             edit = new_text
         elif fmt == "excerpt" or view is not None:
-            edit = _block_edit(text, new_text, name)
+            edit = file_edit(fmt, text, new_text, name)
         return edit, new_text
 
 
@@ -279,9 +280,21 @@ def view_for(fmt: str, name: str, text: str, instruction: str, language: str | N
     return None
 
 
-def _block_edit(text: str, new_text: str, name: str):
-    """The block edit from `text` to `new_text`; EditError where none gives it (a change outside every unit)."""
+def edit_format(fmt: str) -> str:
+    """The format of the edit an answer in `fmt` is handed out as: an excerpt's is a block edit."""
+    return "block" if fmt == "excerpt" else fmt
+
+
+def file_edit(fmt: str, text: str, new_text: str, name: str):
+    """The edit in `edit_format(fmt)` that turns the whole file `text` into `new_text` (an answer about an
+    excerpt holds the excerpt's lines, offsets and units, not the file's). EditError where the format cannot
+    say the change (a block edit, a change outside every unit)."""
+    handed_out = edit_format(fmt)
     try:
+        if handed_out == "ot":
+            return formats.get("ot").diff(text, new_text)
+        if handed_out in ("apply_patch", "udiff"):
+            return formats.get(handed_out).diff(text, new_text, name)
         return formats.get("block").edit_between(text, new_text, name)
     except ValueError as exc:
         raise EditError(str(exc), file=name) from None

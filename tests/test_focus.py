@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from editor import prompting
+from editor import formats, prompting
 from editor.focus import View, focus, rank
 from editor.formats import block
 from editor.propose import Editor
@@ -127,3 +127,27 @@ def test_crlf_and_form_feeds_keep_their_places():
     assert "def area(radius):" in view.excerpt and "\r" not in view.excerpt
     assert view.splice(view.excerpt) == text
     assert view.splice(view.excerpt.replace("3.14", "math.pi")) == text.replace("3.14", "math.pi")
+
+
+@pytest.mark.parametrize("fmt", ["apply_patch", "udiff", "ot", "block", "excerpt"])
+def test_an_answer_about_the_excerpt_is_handed_out_as_an_edit_of_the_whole_file(fmt):
+    from editor.applying import apply_edit
+    from editor.files import MemoryFiles
+    from editor.propose import edit_format, file_edit, view_for
+    from training.edit_render import answer_for
+
+    instruction = "Use math.pi in area."
+    view = view_for(fmt, "shapes.py", LONG, instruction, "python")
+    assert view is not None and "helper_alpha" not in view.excerpt
+    expected = LONG.replace("3.14", "math.pi")
+    new_excerpt = view.excerpt.replace("3.14", "math.pi")
+    # The model's answer, written about the excerpt as the prompt showed it (udiff: the excerpt's line numbers).
+    answer = answer_for("whole" if fmt == "excerpt" else fmt, "shapes.py", view.excerpt, new_excerpt, "python")
+    edit, new_text = Editor._apply(fmt, "shapes.py", LONG, answer, "python", view)
+    assert new_text == expected
+    handed_out = edit_format(fmt)
+    rendered = formats.get(handed_out).render(edit)
+    applied = apply_edit(rendered, format=handed_out, files=MemoryFiles({"shapes.py": LONG}), targets=["shapes.py"],
+                         dry_run=True)
+    assert not applied.errors and applied.changes[0].new_text == expected
+    assert file_edit(fmt, LONG, expected, "shapes.py") == edit
