@@ -75,6 +75,21 @@ class View:
         lines = self.lines
         return "".join(lines[i] + "\n" for i in self.shown)
 
+    def excerpt_after(self, after: str) -> str | None:
+        """The excerpt of `after` (the file changed) that `splice` turns into `after`: what a right answer about
+        this excerpt is. None when the change touches lines the excerpt leaves out."""
+        old, new = self.lines, apply_patch.split_lines(after)[0]
+        shown, out = set(self.shown), []
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+            if tag == "equal":
+                out.extend(new[j1 + k] for k in range(i2 - i1) if i1 + k in shown)
+            elif all(i in shown for i in range(i1, i2)) and (i1 < i2 or i1 - 1 in shown or i1 in shown):
+                out.extend(new[j1:j2])
+            else:
+                return None
+        candidate = "".join(line + "\n" for line in out)
+        return candidate if self.splice(candidate) == after else None
+
     def splice(self, new_excerpt: str) -> str:
         """The file with the excerpt replaced by `new_excerpt`: each changed run of shown lines replaced in
         place, added lines placed after the shown line above them (before the first, at the excerpt's top),

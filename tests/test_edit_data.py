@@ -140,7 +140,8 @@ def test_every_filter_counts_its_commit(history, tmp_path):
     assert fix.before == APP and fix.after == APP.replace("len(items) - 1", "len(items)")
     assert fix.licence == "MIT" and fix.repo == "tool"
     rows = [json.loads(line) for line in examples.read_text().splitlines()]
-    assert card["examples"]["total"] == len(rows) and {row["format"] for row in rows} >= set(FORMATS) - {"rule"}
+    # Every format but a rule (no simple one says these changes) and excerpt (these files are short).
+    assert card["examples"]["total"] == len(rows) and {row["format"] for row in rows} >= set(FORMATS) - {"rule", "excerpt"}
     assert "# Edit data" in edit_data.card_markdown(card)
 
 
@@ -308,3 +309,23 @@ def test_block_edit_between_prefers_the_smallest_units():
         block.Op("delete", "def a(x):"),)
     with pytest.raises(ValueError, match="nothing to edit"):
         block.edit_between(before, before, "m.py")
+
+
+def test_a_long_files_examples_show_the_excerpt_the_editor_shows():
+    from tests.test_focus import LONG
+
+    after = LONG.replace("3.14", "math.pi")
+    triplet = Triplet("r", "c", "src/shapes.py", "python", "MIT", "Use math.pi in area", LONG, after)
+    tally = Counter()
+    examples = {example.format: example for example in examples_for(triplet, tally)}
+    assert {"apply_patch", "udiff", "ot", "block", "excerpt", "whole"} <= set(examples)
+    for fmt, example in examples.items():
+        shown = example.messages[-1]["content"]
+        assert "def area(radius):" in shown
+        assert ("def helper_alpha" in shown) == (fmt in ("whole", "rule"))  # they show the file; others, the excerpt
+    excerpt = examples["excerpt"]
+    assert "math.pi * radius" in excerpt.answer and "helper_alpha" not in excerpt.answer
+    left_out = Triplet("r", "c", "src/shapes.py", "python", "MIT", "Use math.pi in area", LONG,
+                       after.replace("def helper_alpha", "def helper_one"))
+    examples_for(left_out, tally)
+    assert tally["block: change outside the excerpt"] == 1 and tally["whole: kept"] == 2

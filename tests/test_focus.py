@@ -151,3 +151,11 @@ def test_an_answer_about_the_excerpt_is_handed_out_as_an_edit_of_the_whole_file(
                          dry_run=True)
     assert not applied.errors and applied.changes[0].new_text == expected
     assert file_edit(fmt, LONG, expected, "shapes.py") == edit
+
+
+def test_the_excerpt_after_a_change_splices_back_to_it_and_a_change_left_out_has_none():
+    view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
+    after = LONG.replace("3.14", "math.pi")
+    assert view.excerpt_after(after) == view.excerpt.replace("3.14", "math.pi")
+    assert view.splice(view.excerpt_after(after)) == after
+    assert view.excerpt_after(LONG.replace("def helper_alpha", "def helper_one")) is None

@@ -8,10 +8,14 @@ For every format the answer is
   ot           `ot.diff` put in the quoting form the model writes (`ot.quote`: seeks and quoted deletes), rendered
   rule         a one-pattern ast-grep rule (`simple_rule`), only where one reproduces the whole change
   whole        the new file in one code block, as the editor reads a `whole` answer (`propose.whole_text`)
+  excerpt      the new excerpt in one code block, for a file past a screenful (below, it is `whole`)
 and it is kept only when (1) applying it to `before` through the editor's own applier gives exactly `after`, and
 (2) the format's grammar narrowed to the file, as `edit` decodes it (`request.format_grammar`), admits it (OT also
 passes `ot.prefix_ok`, its document check while decoding). The messages are the editor's (`prompting.messages`), with
-the file named by its base name, as `edit FILE ...` names it.
+the file named by its base name, as `edit FILE ...` names it. Past a screenful (`propose.FOCUS_MIN_LINES`) the
+editor shows every format but a rule and `whole` an excerpt of the file (editor/focus.py), and so do the examples:
+the answer is about the excerpt before and after the change (`View.excerpt_after`), and a change to lines the
+excerpt leaves out gives no example in those formats.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from editor import prompting
 from editor.applying import apply_edit
 from editor.files import MemoryFiles
 from editor.formats import apply_patch, block, ot, rule, udiff
-from editor.propose import FORMATS, whole_text
-from editor.request import format_grammar
+from editor.propose import FORMATS, view_for, whole_text
+from editor.request import REWRITES, format_grammar
 from editor.validation import parser_for
 
 from .edit_data import Triplet
@@ -60,26 +64,36 @@ def examples_for(triplet: Triplet, tally: Counter | None = None, formats: tuple[
     name = PurePosixPath(triplet.path).name
     examples = []
     for fmt in formats:
-        outcome, answer = _checked_answer(fmt, name, triplet, check_grammar)
+        # Past a screenful the editor shows an excerpt (`propose.view_for`), and the answer is about it.
+        view = view_for(fmt, name, triplet.before, triplet.instruction, triplet.language)
+        before, after = (view.excerpt, view.excerpt_after(triplet.after)) if view else (triplet.before, triplet.after)
+        if fmt == "excerpt" and view is None:
+            outcome, answer = "short file (whole)", ""
+        elif after is None:
+            outcome, answer = "change outside the excerpt", ""
+        else:
+            outcome, answer = _checked_answer(fmt, name, before, after, triplet, check_grammar)
         tally[f"{fmt}: {outcome}"] += 1
         if outcome == "kept":
-            messages = prompting.messages(fmt, path=name, text=triplet.before, instruction=triplet.instruction,
+            messages = prompting.messages(fmt, path=name, text=before, instruction=triplet.instruction,
                                           language=triplet.language)
             examples.append(Example(fmt, messages, answer, triplet.repo, triplet.path))
     return examples
 
 
-def _checked_answer(fmt: str, name: str, triplet: Triplet, check_grammar: bool) -> tuple[str, str]:
-    """(outcome, answer): "kept" with the answer, or why there is none."""
+def _checked_answer(fmt: str, name: str, before: str, after: str, triplet: Triplet,
+                    check_grammar: bool) -> tuple[str, str]:
+    """(outcome, answer): "kept" with the answer that turns `before` (the file or the excerpt shown) into
+    `after`, or why there is none."""
     try:
-        answer = answer_for(fmt, name, triplet.before, triplet.after, triplet.language, triplet.instruction)
+        answer = answer_for(fmt, name, before, after, triplet.language, triplet.instruction)
     except ValueError:
         return "cannot say it", ""
     if answer is None:
         return "no simple rule", ""
-    if applied(fmt, name, triplet.before, answer, triplet.language) != triplet.after:
+    if applied(fmt, name, before, answer, triplet.language) != after:
         return "does not apply back", ""
-    if check_grammar and not admitted(fmt, name, triplet.before, answer, triplet.language):
+    if check_grammar and not admitted(fmt, name, before, answer, triplet.language):
         return "grammar refuses", ""
     return "kept", answer
 
@@ -99,14 +113,14 @@ def answer_for(fmt: str, name: str, before: str, after: str, language: str | Non
     if fmt == "rule":
         found = simple_rule(before, after, language, instruction)
         return rule.render(rule.RuleSet((found,))) if found is not None else None
-    if fmt == "whole":
+    if fmt in REWRITES:
         return "```\n" + after.removesuffix("\n") + "\n```"
     raise ValueError(f"unknown format {fmt!r}")
 
 
 def applied(fmt: str, name: str, before: str, answer: str, language: str | None) -> str | None:
     """`before` after the answer, as the editor reads and applies it (None when it is refused)."""
-    if fmt == "whole":
+    if fmt in REWRITES:
         return whole_text(answer, before)
     result = apply_edit(answer, format=fmt, files=MemoryFiles({name: before}), targets=[name], language=language,
                         dry_run=True)
