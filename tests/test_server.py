@@ -332,9 +332,9 @@ def test_propose_edit_runs_the_model_and_writes_nothing(root, tmp_path):
 
     before = snapshot(root)
     answer = session_run(root, steps, args=["--model", str(folder)])
-    assert set(answer) == {"ok", "path", "format", "edit", "diff", "errors", "stats"}
-    assert (answer["ok"], answer["path"], answer["format"], answer["edit"]) == (True, "src/app.py",
-                                                                                  "whole", "")
+    assert set(answer) == {"ok", "path", "format", "model_format", "edit", "diff", "errors", "stats"}
+    assert (answer["ok"], answer["path"], answer["format"], answer["model_format"], answer["edit"]) == (
+        True, "src/app.py", "whole", "whole", "")
     assert "-def greet(name):" in answer["diff"] and answer["errors"] == []
     assert answer["stats"]["attempts"] == 1
     assert snapshot(root) == before
