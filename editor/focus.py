@@ -114,6 +114,27 @@ class View:
         return newline.join(out) + (newline if ended else "") if out else ""
 
 
+def ends_kept(excerpt: str, answer: str, path: str) -> str:
+    """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left off at either end put
+    back: the units before the first one whose first line it has, and after the last one, when it has none of
+    their lines. A rewrite that starts late (without the imports) or stops early (after the unit it changed)
+    means them to stay, not to go. Shown textwrap.py cut to dedent and its neighbours and asked to change
+    dedent, the default model stopped after dedent, and the two functions after it would have been deleted."""
+    old = apply_patch.split_lines(excerpt)[0]
+    said = {line.strip() for line in answer.splitlines() if line.strip()}
+    found = block.units(excerpt, path)
+    top = [unit for unit, parent in zip(found, block.unit_parents(found)) if parent == -1]
+    named = [i for i, unit in enumerate(top) if unit.name in said]
+    if not named:
+        return answer  # no unit of the excerpt in it: not a rewrite that stopped short
+    head, tail = old[:top[named[0]].start], old[top[named[-1]].end:]
+    kept = [part if not said & {line.strip() for line in part} else [] for part in (head, tail)]
+    if not any(line.strip() for part in kept for line in part):
+        return answer
+    body = answer if answer.endswith("\n") or not answer else answer + "\n"
+    return "".join(line + "\n" for line in kept[0]) + body + "".join(line + "\n" for line in kept[1])
+
+
 def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:
     """The view of `text` (the file `path`) an edit for `instruction` needs: its header and the top-level
     units the instruction is about. The whole file when the instruction points at no unit."""

@@ -159,3 +159,29 @@ def test_the_excerpt_after_a_change_splices_back_to_it_and_a_change_left_out_has
     assert view.excerpt_after(after) == view.excerpt.replace("3.14", "math.pi")
     assert view.splice(view.excerpt_after(after)) == after
     assert view.excerpt_after(LONG.replace("def helper_alpha", "def helper_one")) is None
+
+
+def test_an_excerpt_rewrite_that_stops_early_or_starts_late_keeps_the_lines_it_left_off():
+    from editor.focus import ends_kept
+
+    excerpt = "import math\n\n\ndef area(r):\n    return 3.14 * r * r\n\n\ndef other():\n    return 1\n"
+    stopped = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"
+    assert ends_kept(excerpt, stopped, "a.py") == excerpt.replace("3.14", "math.pi")
+    started_late = "def area(r):\n    return math.pi * r * r\n\n\ndef other():\n    return 1\n"
+    assert ends_kept(excerpt, started_late, "a.py") == excerpt.replace("3.14", "math.pi")
+    assert ends_kept(excerpt, "x = 1\n", "a.py") == "x = 1\n"  # no unit of it: not a rewrite that stopped short
+    changed_end = stopped + "\n\ndef other():\n    return 2\n"
+    assert ends_kept(excerpt, changed_end, "a.py") == changed_end
+
+
+def test_the_editor_keeps_what_an_excerpt_rewrite_left_off_unless_asked_to_remove():
+    main = "\n\ndef main():\n    print(area(2.0))\n"
+    view = focus(LONG.replace(AREA, AREA + main), "shapes.py", "Use math.pi in area.", "python")
+    assert "def main():" in view.excerpt  # main uses area: shown beside it
+    text = view.text
+    stopped = view.excerpt[:view.excerpt.index("def main")].rstrip("\n").replace("3.14", "math.pi") + "\n"
+    _, new_text = Editor._apply("excerpt", "shapes.py", text, stopped, "python", view, "Use math.pi in area.")
+    assert new_text == text.replace("3.14", "math.pi")
+    _, new_text = Editor._apply("excerpt", "shapes.py", text, stopped, "python", view,
+                                "Use math.pi in area and remove main.")
+    assert "def main" not in new_text and "math.pi" in new_text
