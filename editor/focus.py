@@ -32,6 +32,8 @@ HEADER_LINE = re.compile(r"\s*($|#|//|/\*|\*|\"\"\"|'''|import\b|from\b|use\b|pa
                          r"|extern crate\b|const \w+ = require\()")
 HEADER_MAX_LINES = 40
 COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
+# A unit none of whose lines this long an excerpt's rewrite has was left out, not rewritten (`units_kept`).
+KEPT_LINE_MIN = 8
 # Units beside the best one are added while the excerpt stays under this many lines.
 EXCERPT_MAX_LINES = 200
 DEFINITION = re.compile(r"\b(?:def|class|function|fn|func|struct|enum|trait|interface|type|impl|module)\s+"
@@ -114,25 +116,41 @@ class View:
         return newline.join(out) + (newline if ended else "") if out else ""
 
 
-def ends_kept(excerpt: str, answer: str, path: str) -> str:
-    """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left off at either end put
-    back: the units before the first one whose first line it has, and after the last one, when it has none of
-    their lines. A rewrite that starts late (without the imports) or stops early (after the unit it changed)
-    means them to stay, not to go. Shown textwrap.py cut to dedent and its neighbours and asked to change
-    dedent, the default model stopped after dedent, and the two functions after it would have been deleted."""
+def units_kept(excerpt: str, answer: str, path: str) -> str:
+    """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
+    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has, when the answer
+    has some other unit's. A rewrite that leaves a unit out is a model that wrote only what it changed, not one
+    that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change dedent, the default
+    model stopped after dedent, and the two functions after it would have been deleted."""
     old = apply_patch.split_lines(excerpt)[0]
-    said = {line.strip() for line in answer.splitlines() if line.strip()}
+    new = answer.removesuffix("\n").split("\n") if answer else []
+    said = {line.strip() for line in new}
     found = block.units(excerpt, path)
     top = [unit for unit, parent in zip(found, block.unit_parents(found)) if parent == -1]
-    named = [i for i, unit in enumerate(top) if unit.name in said]
-    if not named:
-        return answer  # no unit of the excerpt in it: not a rewrite that stopped short
-    head, tail = old[:top[named[0]].start], old[top[named[-1]].end:]
-    kept = [part if not said & {line.strip() for line in part} else [] for part in (head, tail)]
-    if not any(line.strip() for part in kept for line in part):
-        return answer
-    body = answer if answer.endswith("\n") or not answer else answer + "\n"
-    return "".join(line + "\n" for line in kept[0]) + body + "".join(line + "\n" for line in kept[1])
+    left_out = [unit for unit in top if not any(line.strip() in said for line in old[unit.start:unit.end]
+                                                if len(line.strip()) >= KEPT_LINE_MIN)]
+    if not left_out or len(left_out) == len(top):
+        return answer  # nothing left out, or nothing in common: not a rewrite that wrote only what it changed
+    rows = set()
+    for unit in left_out:  # the unit and the blank lines above it (and below it, for the first and the last)
+        start, end = unit.start, unit.end
+        while start > 0 and not old[start - 1].strip():
+            start -= 1
+        last = not any(line.strip() for line in old[end:])
+        while (start == 0 or last) and end < len(old) and not old[end].strip():
+            end += 1
+        rows.update(range(start, end))
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out.extend(new[j1:j2])
+            continue
+        kept = [i for i in range(i1, i2) if i in rows]
+        first_changed = next((i for i in range(i1, i2) if i not in rows), i2)
+        out.extend(old[i] for i in kept if i < first_changed)
+        out.extend(new[j1:j2])
+        out.extend(old[i] for i in kept if i > first_changed)
+    return "".join(line + "\n" for line in out)
 
 
 def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:

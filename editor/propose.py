@@ -22,7 +22,7 @@ from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
 from .errors import EditError, NoChangeError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, read_document
-from .focus import ends_kept, focus
+from .focus import focus, units_kept
 from .request import REWRITES, build_request, mtp_drafter
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
                   "bash", "css", "html", "json", "yaml"}
-# An instruction that may mean lines to go: an excerpt's rewrite that leaves some off at its ends is taken as is.
-REMOVAL = re.compile(r"\b(delete|remove|drop|strip|eliminate|get rid of|clean up|trim)", re.I)
+# An instruction that may mean units to go: an excerpt's rewrite that leaves some out is then taken as it is.
+REMOVAL = re.compile(r"\b(delete|remove|drop|strip|eliminate|get rid of|clean up|trim|replace|merge|combine|refactor)",
+                     re.I)
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*\Z", re.S | re.M)
 
 
@@ -245,12 +246,12 @@ class Editor:
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
         With a `view`, the output edits the excerpt the model saw, spliced back into `text`; the edit handed
         out is then the same format's edit of the whole file (`file_edit`). An excerpt's rewrite that left off
-        lines at its ends keeps them (`focus.ends_kept`), unless the instruction asks to remove something."""
+        units keeps them (`focus.units_kept`), unless the instruction may mean them to go (REMOVAL)."""
         shown = view.excerpt if view is not None else text
         if fmt in REWRITES:
             new_shown, edit, errors = whole_text(output, shown), None, []
             if view is not None and not REMOVAL.search(instruction):
-                new_shown = ends_kept(shown, new_shown, name)
+                new_shown = units_kept(shown, new_shown, name)
         else:
             result = apply_edit(output, format=fmt, files=MemoryFiles({name: shown}), targets=[name],
                                 language=language, dry_run=True)

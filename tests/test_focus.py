@@ -161,17 +161,20 @@ def test_the_excerpt_after_a_change_splices_back_to_it_and_a_change_left_out_has
     assert view.excerpt_after(LONG.replace("def helper_alpha", "def helper_one")) is None
 
 
-def test_an_excerpt_rewrite_that_stops_early_or_starts_late_keeps_the_lines_it_left_off():
-    from editor.focus import ends_kept
+def test_an_excerpt_rewrite_keeps_the_units_it_left_out_where_they_were():
+    from editor.focus import units_kept
 
     excerpt = "import math\n\n\ndef area(r):\n    return 3.14 * r * r\n\n\ndef other():\n    return 1\n"
     stopped = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"
-    assert ends_kept(excerpt, stopped, "a.py") == excerpt.replace("3.14", "math.pi")
+    assert units_kept(excerpt, stopped, "a.py") == excerpt.replace("3.14", "math.pi")
     started_late = "def area(r):\n    return math.pi * r * r\n\n\ndef other():\n    return 1\n"
-    assert ends_kept(excerpt, started_late, "a.py") == excerpt.replace("3.14", "math.pi")
-    assert ends_kept(excerpt, "x = 1\n", "a.py") == "x = 1\n"  # no unit of it: not a rewrite that stopped short
+    assert units_kept(excerpt, started_late, "a.py") == excerpt.replace("3.14", "math.pi")
+    assert units_kept(excerpt, "x = 1\n", "a.py") == "x = 1\n"  # nothing in common: taken as it is
+    middle = excerpt + "\n\ndef last():\n    return 'the last one'\n"
+    answer = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\ndef last():\n    return 'the last one'\n"
+    assert units_kept(middle, answer, "a.py") == middle.replace("3.14", "math.pi")
     changed_end = stopped + "\n\ndef other():\n    return 2\n"
-    assert ends_kept(excerpt, changed_end, "a.py") == changed_end
+    assert units_kept(excerpt, changed_end, "a.py") == changed_end
 
 
 def test_the_editor_keeps_what_an_excerpt_rewrite_left_off_unless_asked_to_remove():
