@@ -118,9 +118,9 @@ class View:
 
 def units_kept(excerpt: str, answer: str, path: str) -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
-    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has, when the answer
-    has some other unit's. A rewrite that leaves a unit out is a model that wrote only what it changed, not one
-    that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change dedent, the default
+    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has. An answer
+    that has none of any unit is new code, and goes after them. A rewrite that leaves a unit out is a model
+    that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change dedent, the default
     model stopped after dedent, and the two functions after it would have been deleted."""
     old = apply_patch.split_lines(excerpt)[0]
     new = answer.removesuffix("\n").split("\n") if answer else []
@@ -129,8 +129,8 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
     top = [unit for unit, parent in zip(found, block.unit_parents(found)) if parent == -1]
     left_out = [unit for unit in top if not any(line.strip() in said for line in old[unit.start:unit.end]
                                                 if len(line.strip()) >= KEPT_LINE_MIN)]
-    if not left_out or len(left_out) == len(top):
-        return answer  # nothing left out, or nothing in common: not a rewrite that wrote only what it changed
+    if not left_out:
+        return answer
     rows = set()
     for unit in left_out:  # the unit and the blank lines above it (and below it, for the first and the last)
         start, end = unit.start, unit.end

@@ -169,7 +169,8 @@ def test_an_excerpt_rewrite_keeps_the_units_it_left_out_where_they_were():
     assert units_kept(excerpt, stopped, "a.py") == excerpt.replace("3.14", "math.pi")
     started_late = "def area(r):\n    return math.pi * r * r\n\n\ndef other():\n    return 1\n"
     assert units_kept(excerpt, started_late, "a.py") == excerpt.replace("3.14", "math.pi")
-    assert units_kept(excerpt, "x = 1\n", "a.py") == "x = 1\n"  # nothing in common: taken as it is
+    assert units_kept(excerpt, "def xor(a, b):\n    return a ^ b\n", "a.py") == (  # only new code: added
+        excerpt + "def xor(a, b):\n    return a ^ b\n")
     middle = excerpt + "\n\ndef last():\n    return 'the last one'\n"
     answer = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\ndef last():\n    return 'the last one'\n"
     assert units_kept(middle, answer, "a.py") == middle.replace("3.14", "math.pi")
