@@ -155,7 +155,9 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
 
 def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:
     """The view of `text` (the file `path`) an edit for `instruction` needs: its header and the top-level
-    units the instruction is about. The whole file when the instruction points at no unit."""
+    units the instruction is about. When it says nothing of any unit, the last units (up to EXCERPT_MAX_LINES):
+    a whole 800-line file took a whole rewrite minutes and came back with code dropped, and new code ("Add a
+    function xor") mostly goes at the end."""
     lines = apply_patch.split_lines(text)[0]
     found = block.units(text, path)
     parents = block.unit_parents(found)
@@ -164,8 +166,14 @@ def focus(text: str, path: str, instruction: str, language: str | None = None) -
     candidates = _comments_joined([unit for unit in top if unit.start >= header_end], lines)
     scores = rank(candidates, lines, instruction)
     order = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])
-    if not order:
+    if not candidates:
         return View(text, ((0, len(lines)),) if lines else ())
+    if not order:  # the instruction says nothing of any unit: the last ones, where new code mostly goes
+        first = len(candidates) - 1
+        while first > 0 and candidates[-1].end - candidates[first - 1].start <= EXCERPT_MAX_LINES:
+            first -= 1
+        spans = ([(0, header_end)] if header_end else []) + [(candidates[first].start, candidates[-1].end)]
+        return View(text, _closed(spans, lines))
     # Named outright: that unit. Otherwise the few best, so that the model, which reads them, picks.
     groups = 1 if scores[order[0]] >= NAME_BONUS else MAX_GROUPS
     spans, shown = [], 0

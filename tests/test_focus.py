@@ -67,9 +67,13 @@ def test_without_a_named_unit_the_best_few_are_shown():
     assert excerpt.count("def ") <= 3
 
 
-def test_an_instruction_about_no_unit_shows_the_whole_file():
-    view = focus(LONG, "shapes.py", "Tidy up.", "python")
-    assert view.excerpt == LONG
+def test_an_instruction_about_no_unit_shows_the_last_units():
+    text = "import os\n\n\n" + "\n\n".join(filler(name, 40) for name in NAMES)  # 8 functions of 43 lines
+    view = focus(text, "tool.py", "Tidy up.", "python")
+    assert view.excerpt.startswith("import os\n") and "def helper_hotel" in view.excerpt
+    assert "def helper_delta" not in view.excerpt and "def helper_echo" in view.excerpt  # 4 fit in 200 lines
+    short = "def f():\n    return 1\n"
+    assert focus(short, "a.py", "Tidy up.", "python").excerpt == short
 
 
 def test_ranking_prefers_the_unit_named_outright_over_common_words():
