@@ -125,8 +125,7 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
     old = apply_patch.split_lines(excerpt)[0]
     new = answer.removesuffix("\n").split("\n") if answer else []
     said = {line.strip() for line in new}
-    found = block.units(excerpt, path)
-    top = [unit for unit, parent in zip(found, block.unit_parents(found)) if parent == -1]
+    top = top_units(excerpt, path)
     left_out = [unit for unit in top if not any(line.strip() in said for line in old[unit.start:unit.end]
                                                 if len(line.strip()) >= KEPT_LINE_MIN)]
     if not left_out:
@@ -159,9 +158,7 @@ def focus(text: str, path: str, instruction: str, language: str | None = None) -
     a whole 800-line file took a whole rewrite minutes and came back with code dropped, and new code ("Add a
     function xor") mostly goes at the end."""
     lines = apply_patch.split_lines(text)[0]
-    found = block.units(text, path)
-    parents = block.unit_parents(found)
-    top = [unit for unit, parent in zip(found, parents) if parent == -1]
+    top = top_units(text, path)
     header_end = _header_end(lines, top)
     candidates = _comments_joined([unit for unit in top if unit.start >= header_end], lines)
     scores = rank(candidates, lines, instruction)
@@ -276,6 +273,12 @@ def _related(unit: block.Unit, chosen: list[block.Unit], lines: list[str]) -> bo
     defines = defined_names(lines[unit.start:unit.end])
     defined = set().union(*(defined_names(lines[u.start:u.end]) for u in chosen))
     return bool(defines & set(WORD.findall(others))) or bool(defined & set(WORD.findall(text)))
+
+
+def top_units(text: str, path: str) -> list[block.Unit]:
+    """The units of `text` (the file `path`) that no other unit holds, in file order."""
+    found = block.units(text, path)
+    return [unit for unit, parent in zip(found, block.unit_parents(found)) if parent == -1]
 
 
 def _comments_joined(units: list[block.Unit], lines: list[str]) -> list[block.Unit]:
