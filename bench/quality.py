@@ -19,6 +19,7 @@ from pathlib import Path
 from editor import prompting
 from editor.files import replace_text
 from editor.propose import FORMATS, Editor, EditResult, choose_format, view_for
+from editor.request import format_grammar
 
 from .items import Item, passes
 
@@ -43,7 +44,7 @@ MTP_WORDS = {True: "on", False: "off", None: "as cached"}  # a report made from 
 
 class ResultCache:
     """One small JSON file per (settings, format, item, prompt hash) under `folder`: a rerun with the same
-    settings skips the items done, and a changed prompt (template or item) is run again."""
+    settings skips the items done, and a changed prompt (template or item) or grammar is run again."""
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = Path(folder).joinpath(*(_slug(f"{key}-{settings[key]}") for key in sorted(settings)))
@@ -87,11 +88,14 @@ def cache_settings(model: str, quantize: str, max_retries: int, *, server: str |
 
 
 def prompt_hash(fmt: str, item: Item) -> str:
-    """The first try's prompt as the Editor builds it (template, file, instruction), hashed."""
+    """The first try's prompt as the Editor builds it (template, file or excerpt, instruction) and the grammar it is
+    decoded under, hashed: a change to either runs the item again. A rewrite has no grammar and keys by its prompt."""
     view = view_for(fmt, PATH, item.code, item.instruction, "python")
-    chat = prompting.messages(fmt, path=PATH, text=view.excerpt if view else item.code,
-                              instruction=item.instruction, language="python")
-    return hashlib.sha256(json.dumps(chat).encode("utf-8")).hexdigest()
+    text = view.excerpt if view else item.code
+    chat = prompting.messages(fmt, path=PATH, text=text, instruction=item.instruction, language="python")
+    grammar = format_grammar(fmt, PATH, text, "python")
+    key = chat if grammar is None else {"chat": chat, "grammar": grammar}
+    return hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()
 
 
 def quality(editor: Editor | None, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,

@@ -131,5 +131,5 @@ def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
         narrowing["language"] = language
     if "UNIT" in marked:  # named exactly as `block.apply` looks units up: from the file's name, not `language`
         narrowing["units"], narrowing["unit_after"] = formats.get("block").unit_order(text, name)
-        narrowing["code"] = language not in PROSE_LANGUAGES
+    narrowing["code"] = language not in PROSE_LANGUAGES  # new lines of code: see grammars.CODE_TEXT_LINE
     return narrowing

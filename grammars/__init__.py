@@ -20,10 +20,12 @@ from importlib.resources import files
 # line's " "), and reports a dead end (NoExtensionBias) at the next mask.
 NOTHING = r"/[^\s\S]/"
 MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
-# A block edit's text line in a code file: as TEXT_LINE in grammars/block.lark, and never a Markdown fence nor
-# anything starting "***" (a marker mistyped). Neither is code in any language we parse; the default model,
-# shown an excerpt, closed a unit's text with a fence, and wrote "***Insert after:" as text.
-CODE_TEXT_LINE = r"/([^*`\n][^\n]*|\*([^*\n][^\n]*)?|\*\*([^*\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
+# A line of new code, its "\n" included, in a block edit's text (TEXT_LINE) or an apply_patch's added line (after
+# its "+"): never a Markdown fence, nor anything starting "**" or "++" (a marker mistyped: "***", "+++"). None of
+# these starts a line of code in a language we parse (a JavaScript "++i;" at column 0 aside); the default model,
+# shown an excerpt, closed a unit's text with a fence, wrote "***Insert after:" as text, and ended patches with
+# "+++ End Patch", "+++END PATCH" or "+++" (added lines: syntax errors).
+CODE_TEXT_LINE = r"/([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
 
 
 class GrammarError(ValueError):
@@ -55,7 +57,7 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
     """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors. With
     `unit_after` (for each unit, the index of the first unit past its end), a block edit's operations
     must name units top to bottom, none twice and none inside one already named. `code`: the document is
-    code, and a block edit's TEXT_LINE becomes CODE_TEXT_LINE."""
+    code, and a block edit's TEXT_LINE and a patch's ADDED line take CODE_TEXT_LINE's text."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
         if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
@@ -68,8 +70,10 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
         grammar = _redefine(grammar, source, "UNIT", list(dict.fromkeys(units)))
     if units is not None and unit_after is not None:
         grammar = _units_in_order(grammar, units, unit_after)
-    if code and units is not None:
+    if code:
         grammar = re.sub(r"^TEXT_LINE:.*$", lambda _: "TEXT_LINE: " + CODE_TEXT_LINE, grammar, count=1,
+                         flags=re.MULTILINE)
+        grammar = re.sub(r'^ADDED: "\+" .*$', lambda _: 'ADDED: "+" ' + CODE_TEXT_LINE, grammar, count=1,
                          flags=re.MULTILINE)
     return grammar
 
@@ -90,11 +94,13 @@ CONTIGUOUS_MAX_LINES = 3000
 def _contiguous_hunks(grammar: str, document: str) -> str:
     """`grammar` with its one-line rule `hunk_lines` (a hunk's body: context ' ', removed '-' and added
     '+' lines) narrowed so that the context and removed lines are a contiguous run of the document's
-    lines, in order, and at least one line is removed or added: every hunk then matches the file
-    somewhere and changes it. `ADDED` lines stay free.
+    lines, in order: every hunk then matches the file somewhere. `ADDED` lines stay free. A hunk of context
+    alone is let through (the applier says that the edit changes nothing): the default model, having
+    copied a whole function as context and found nothing to change, otherwise had to add a line to end
+    the hunk, and added "+++ End Patch" (a syntax error, reported as one).
 
         hunk_lines: ADDED+ (rest_0 | rest_1 | ...)? | (from_0 | from_1 | ...)
-        from_i: KEEP_k (ADDED+ rest_<i+1>? | from_<i+1>) | DROP_k ADDED* rest_<i+1>?   # nothing changed yet
+        from_i: KEEP_k (ADDED+ rest_<i+1>? | from_<i+1>)? | DROP_k ADDED* rest_<i+1>?  # nothing changed yet
         rest_i: (KEEP_k | DROP_k) ADDED* rest_<i+1>?                                   # something changed
     where line i of the document is its distinct line k, KEEP_k = " " + line, DROP_k = "-" + line.
     """
@@ -110,7 +116,7 @@ def _contiguous_hunks(grammar: str, document: str) -> str:
     for i, line in enumerate(lines):
         k, last = distinct[line], i + 1 == len(lines)
         rest, start = ("", "") if last else (f" rest_{i + 1}?", f" | from_{i + 1}")
-        rules.append(f"from_{i}: KEEP_{k} (ADDED+{rest}{start}) | DROP_{k} ADDED*{rest}")
+        rules.append(f"from_{i}: KEEP_{k} (ADDED+{rest}{start})? | DROP_{k} ADDED*{rest}")
         rules.append(f"rest_{i}: (KEEP_{k} | DROP_{k}) ADDED*{rest}")
     for line, k in distinct.items():
         quoted = json.dumps(line + "\n", ensure_ascii=False)

@@ -467,7 +467,7 @@ SAMPLE = Patch((
     AddFile("pkg/new file.py", "import os\n\nprint(os.sep)\n"),
     DeleteFile("old.py"),
     UpdateFile("m.py", "n.py", (
-        Chunk("def f(x):", ("    y = 1", "", "    return y"), ("    y = 2", "", "    return y")),
+        Chunk(None, ("def f(x):", "    y = 1", "", "    return y"), ("def f(x):", "    y = 2", "", "    return y")),
         Chunk(None, ("end",), ("end", "+plus", "-minus", "*** star"), True),
     )),
     UpdateFile("crlf.txt", None, (Chunk(None, (), ("appended",)),)),
@@ -479,6 +479,14 @@ def test_grammar_accepts_rendered_edits(lark_matcher):
     assert lark_matcher(ap.render(SAMPLE).rstrip("\n"))  # a model may stop right after End Patch
     for op in SAMPLE.ops:
         assert lark_matcher(ap.render(Patch((op,))))
+
+
+def test_grammar_opens_hunks_with_a_bare_marker_but_the_applier_takes_an_anchor(lark_matcher):
+    # The default model read "@@ def f(x):" as the line its hunk replaced and wrote a second def under it.
+    anchored = patch("*** Update File: m.py", "@@ def f(x):", "-    return x", "+    return x + 1")
+    assert not lark_matcher(anchored)
+    assert lark_matcher(anchored.replace("@@ def f(x):", "@@"))
+    assert run({"m.py": "def f(x):\n    return x\n"}, anchored)["m.py"] == "def f(x):\n    return x + 1\n"
 
 
 @pytest.mark.parametrize("text", [
@@ -502,11 +510,11 @@ def test_grammar_doc_line_and_path_can_be_swapped_for_the_documents(lark_matcher
     lines = ["def f(x):", "    return x", ""]
     swapped = re.sub(r"(?m)^DOC_LINE: .*$", "DOC_LINE: " + " | ".join(f'"{l}"' for l in lines), text)
     swapped = re.sub(r"(?m)^PATH: .*$", 'PATH: "m.py"', swapped)
-    good = patch("*** Update File: m.py", "@@ def f(x):", "-    return x", "+    return x + 1", " ")
+    good = patch("*** Update File: m.py", "@@", " def f(x):", "-    return x", "+    return x + 1", " ")
     assert lark_matcher(good, swapped)
     assert not lark_matcher(good.replace("-    return x\n", "-    return y\n"), swapped)
     assert not lark_matcher(good.replace("m.py", "other.py"), swapped)
-    assert not lark_matcher(good.replace("@@ def f(x):", "@@ def g(x):"), swapped)
+    assert not lark_matcher(good.replace(" def f(x):", " def g(x):"), swapped)
 
 
 # --- diff, and the round trip over real files -------------------------------------------------

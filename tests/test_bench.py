@@ -139,6 +139,20 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
 
 
 @pytest.mark.shared
+def test_the_cache_keys_a_structured_format_by_its_grammar_too(monkeypatch, tmp_path):
+    import bench.quality as quality_module
+
+    item = load_items("editeval", limit=1)[0]
+    cache = ResultCache(tmp_path, {"model": "tiny"})
+    before = {fmt: cache.path(fmt, item) for fmt in ("apply_patch", "whole")}
+    real = quality_module.format_grammar
+    monkeypatch.setattr(quality_module, "format_grammar",
+                        lambda fmt, *args: None if real(fmt, *args) is None else real(fmt, *args) + "\n// changed")
+    assert cache.path("apply_patch", item) != before["apply_patch"]  # decoded under another grammar: run again
+    assert cache.path("whole", item) == before["whole"]  # a rewrite has no grammar
+
+
+@pytest.mark.shared
 def test_auto_reuses_the_result_of_the_format_it_chooses(tiny, tmp_path):
     model, tokenizer, _ = tiny
     items = load_items("editeval", limit=2)  # short files: `edit` rewrites them whole

@@ -373,21 +373,27 @@ def test_format_grammar_quotes_only_document_lines(llg, format):
         assert tokens[accepted] not in allowed(constraint)
 
 
-def test_apply_patch_hunks_quote_contiguous_runs_and_change_something():
+def test_apply_patch_hunks_quote_contiguous_runs():
     """Narrowed to a document, an apply_patch hunk's context and removed lines must be consecutive
-    lines of the file, and the hunk must remove or add a line: such a hunk always applies."""
+    lines of the file: such a hunk always applies. A hunk of context alone may end (the applier says the
+    edit changes nothing), and its added lines cannot be mistyped markers."""
     document = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"
     grammar = grammars.document_grammar("apply_patch", document=document, paths=["shapes.py"])
     tokenizer = stdlib_tokenizer(2000)
     llg = tokenizer_for(tokenizer)
     head = "*** Begin Patch\n*** Update File: shapes.py\n@@\n"
 
-    def accepted(body: str) -> bool:
+    def accepted(body: str, grammar: str = grammar) -> bool:
         ids = tokenizer.encode(head + body + "*** End Patch\n", add_special_tokens=False)
         return GrammarConstraint(llg, grammar).valid_prefix_len(ids) == len(ids)
 
     assert accepted(" \n \n-def area(r):\n+def circle_area(r):\n     return math.pi * r * r\n")
     assert accepted("+# header\n import math\n")
     assert not accepted(" import math\n-def area(r):\n")  # skips two lines of the file
-    assert not accepted(" \n \n def area(r):\n")  # changes nothing
+    assert accepted(" \n \n def area(r):\n")  # changes nothing: the model may stop
+    assert accepted(" \n \n def area(r):\n+++ End Patch\n")  # free text, as grammars/apply_patch.lark has it
+    code = grammars.document_grammar("apply_patch", document=document, paths=["shapes.py"], code=True)
+    assert not accepted(" \n \n def area(r):\n+++ End Patch\n", code)
+    assert not accepted(" \n \n def area(r):\n+*** End Patch\n", code)
+    assert accepted(" \n \n def area(r):\n+    return r ** 2 + 1\n", code)
     assert not accepted("-    return math.pi * r * r\n-import math\n")  # out of order
