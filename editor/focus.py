@@ -22,6 +22,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 from .files import newline_of
 from .formats import apply_patch, block
@@ -62,17 +63,21 @@ class View:
     text: str
     spans: tuple[tuple[int, int], ...]
 
+    @cached_property
+    def _split(self) -> tuple[list[str], bool]:
+        return apply_patch.split_lines(self.text)
+
     @property
     def lines(self) -> list[str]:
         """The file's lines as block edits count them (only "\n" ends a line; a CRLF file's "\r"s dropped)."""
-        return apply_patch.split_lines(self.text)[0]
+        return self._split[0]
 
-    @property
-    def shown(self) -> list[int]:
+    @cached_property
+    def shown(self) -> tuple[int, ...]:
         """The indices of the file's lines the excerpt holds, in order."""
-        return [i for start, end in self.spans for i in range(start, end)]
+        return tuple(i for start, end in self.spans for i in range(start, end))
 
-    @property
+    @cached_property
     def excerpt(self) -> str:
         lines = self.lines
         return "".join(lines[i] + "\n" for i in self.shown)
@@ -112,7 +117,7 @@ class View:
             out.extend(placed.get(i, ()))
             if i < len(lines) and i not in deleted:
                 out.append(lines[i])
-        newline, ended = newline_of(self.text), apply_patch.split_lines(self.text)[1]
+        newline, ended = newline_of(self.text), self._split[1]
         return newline.join(out) + (newline if ended else "") if out else ""
 
 
