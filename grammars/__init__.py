@@ -22,9 +22,10 @@ NOTHING = r"/[^\s\S]/"
 MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
 # A line of new code, its "\n" included, in a block edit's text (TEXT_LINE) or an apply_patch's added line (after
 # its "+"): never a Markdown fence, nor anything starting "**" or "++" (a marker mistyped: "***", "+++"). None of
-# these starts a line of code in a language we parse (a JavaScript "++i;" at column 0 aside); the default model,
-# shown an excerpt, closed a unit's text with a fence, wrote "***Insert after:" as text, and ended patches with
-# "+++ End Patch", "+++END PATCH" or "+++" (added lines: syntax errors).
+# these starts a line of code in a language we parse (a line inside a multi-line string, or a JavaScript "++i;"
+# at column 0, aside: rare, and refused here). The default model, shown an excerpt, closed a unit's text with a
+# fence, wrote "***Insert after:" as text, and ended patches with "+++ End Patch", "+++END PATCH" or "+++"
+# (added lines: syntax errors).
 CODE_TEXT_LINE = r"/([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
 
 
