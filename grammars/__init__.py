@@ -74,8 +74,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
     if code:
         grammar = re.sub(r"^TEXT_LINE:.*$", lambda _: "TEXT_LINE: " + CODE_TEXT_LINE, grammar, count=1,
                          flags=re.MULTILINE)
-        grammar = re.sub(r'^ADDED: "\+" .*$', lambda _: 'ADDED: "+" ' + CODE_TEXT_LINE, grammar, count=1,
-                         flags=re.MULTILINE)
+        grammar = re.sub(r'^ADDED: "\+" .*?( NO_NEWLINE\?)?$', lambda m: 'ADDED: "+" ' + CODE_TEXT_LINE + (m[1] or ""),
+                         grammar, count=1, flags=re.MULTILINE)
     return grammar
 
 
@@ -95,10 +95,12 @@ CONTIGUOUS_MAX_LINES = 3000
 def _contiguous_hunks(grammar: str, document: str) -> str:
     """`grammar` with its one-line rule `hunk_lines` (a hunk's body: context ' ', removed '-' and added
     '+' lines) narrowed so that the context and removed lines are a contiguous run of the document's
-    lines, in order: every hunk then matches the file somewhere. `ADDED` lines stay free. A hunk of context
-    alone is let through (the applier says that the edit changes nothing): the default model, having
-    copied a whole function as context and found nothing to change, otherwise had to add a line to end
-    the hunk, and added "+++ End Patch" (a syntax error, reported as one).
+    lines, in order: every hunk then matches the file somewhere, and cannot quote the same lines over and
+    over (the default model's unified diffs repeated one changed line pair until the output budget ran out,
+    41 of 60 EditEval items). `ADDED` lines stay free. A hunk of context alone is let through (the applier
+    says that the edit changes nothing): the default model, having copied a whole function as context and
+    found nothing to change, otherwise had to add a line to end the hunk, and added "+++ End Patch" (a
+    syntax error, reported as one). Used by apply_patch and udiff, the grammars with a `hunk_lines` rule.
 
         hunk_lines: ADDED+ (rest_0 | rest_1 | ...)? | (from_0 | from_1 | ...)
         from_i: KEEP_k (ADDED+ rest_<i+1>? | from_<i+1>)? | DROP_k ADDED* rest_<i+1>?  # nothing changed yet
@@ -119,8 +121,10 @@ def _contiguous_hunks(grammar: str, document: str) -> str:
         rest, start = ("", "") if last else (f" rest_{i + 1}?", f" | from_{i + 1}")
         rules.append(f"from_{i}: KEEP_{k} (ADDED+{rest}{start})? | DROP_{k} ADDED*{rest}")
         rules.append(f"rest_{i}: (KEEP_{k} | DROP_{k}) ADDED*{rest}")
+    # A unified diff marks a last line without its newline (the file's text ends without one).
+    unended = lines[-1] if not document.endswith("\n") and re.search(r"^NO_NEWLINE:", grammar, re.MULTILINE) else None
     for line, k in distinct.items():
-        quoted = json.dumps(line + "\n", ensure_ascii=False)
+        quoted = json.dumps(line + "\n", ensure_ascii=False) + (" NO_NEWLINE?" if line == unended else "")
         rules.append(f'KEEP_{k}: " " {quoted}')
         rules.append(f'DROP_{k}: "-" {quoted}')
     definition = re.search(r"^hunk_lines:.*$", grammar, flags=re.MULTILINE)

@@ -598,6 +598,24 @@ def test_grammar_document_convention():
     assert not _accepts(constrained, good.replace("src/x.py", "src/y.py"))
 
 
+def test_narrowed_hunks_quote_contiguous_runs_of_the_file():
+    # The default model repeated one -/+ pair of lines until its output budget ran out.
+    document = "def f(values):\n    return [x for x in values]\n\nprint(f([1]))\n"
+    constrained = grammars.narrow(grammars.load("udiff"), document=document, paths=["x.py"], code=True)
+    head = "--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,2 @@\n"
+    pair = "-    return [x for x in values]\n+    return [x for x in values if x]\n"
+    assert _accepts(constrained, head + " def f(values):\n" + pair)
+    assert not _accepts(constrained, head + " def f(values):\n" + pair + " def f(values):\n" + pair)
+    assert _accepts(constrained, head + " def f(values):\n     return [x for x in values]\n")  # changes nothing
+    assert not _accepts(constrained, head + " def f(values):\n+++ b/x.py\n")  # no marker-like code line
+    unended = document.removesuffix("\n")  # its last line is marked as having no newline
+    marked = grammars.narrow(grammars.load("udiff"), document=unended, paths=["x.py"], code=True)
+    tail = "--- a/x.py\n+++ b/x.py\n@@ -4 +4 @@\n-print(f([1]))\n\\ No newline at end of file\n+print(f([2]))\n"
+    assert _accepts(marked, tail)
+    assert _accepts(marked, tail + "\\ No newline at end of file\n")
+    assert _accepts(marked, udiff.render(udiff.diff(unended, unended.replace("[1]", "[2]"), "x.py")))
+
+
 def test_recount_fixes_hunk_header_counts():
     miscounted = "--- a/f\n+++ b/f\n@@ -2,9 +2,1 @@ def f\n a\n-b\n+c\n+d\n@@ -9 +10,7 @@\n x\n"
     fixed = udiff.recount(miscounted)
