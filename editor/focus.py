@@ -125,8 +125,9 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
     they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has. An answer
     that has none of any unit is new code, and goes after them. A rewrite that leaves a unit out is a model
-    that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change dedent, the default
-    model stopped after dedent, and the two functions after it would have been deleted."""
+    that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours
+    and asked to change dedent, the default model stopped after dedent, and the two functions after it would
+    have been deleted."""
     old = apply_patch.split_lines(excerpt)[0]
     new = answer.removesuffix("\n").split("\n") if answer else []
     said = {line.strip() for line in new}
