@@ -3,7 +3,7 @@
 Each job is one steering item in one output format, with the exact prompt (token ids) and output budget `edit`
 uses for it (`editor.request.build_request`). llama.cpp (llama-cpp-python in its own virtualenv, `make peers`;
 `bench/peers_llama.py`) decodes it plain and with prompt-lookup drafting; our Generator decodes it plain, with
-each drafter and with `edit`'s own drafters (copy + MTP), in float32 and with float16 weights. Everything is
+each drafter and with `edit`'s own drafters (copy + MTP), in float32 and each `--quantize` mode asked for. Everything is
 greedy. llama.cpp gets no grammar (llama-cpp-python has no llguidance); ours uses the format's grammar as `edit`
 does (apply_patch, block; `whole` has none), so a structured output may differ where the grammar steers.
 
@@ -32,7 +32,6 @@ PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "py
 LLAMA_SCRIPT = Path(__file__).with_name("peers_llama.py")
 LLAMA_MODES = ("plain", "lookup")
 OUR_CONFIGS = ("plain", "copy", "mtp", "copy+mtp")  # copy+mtp: what `edit` drafts with
-DTYPES = ("none", "float16")  # load_model's quantize modes: float32, float16 weights
 FORMATS = ("whole", "apply_patch", "block")
 PATH = "item.py"
 
@@ -173,7 +172,8 @@ def peers(jobs: list[Job], *, llama: dict | None, ours: dict[str, tuple], config
     return rows
 
 
-WEIGHT_NAMES = {"none": "float32", "float16": "float16 weights", "Q4_K_M": "Q4_K_M"}
+WEIGHT_NAMES = {"none": "float32", "float16": "float16 weights", "bfloat16": "bfloat16 decoder",
+                "int8": "int8 dynamic", "Q4_K_M": "Q4_K_M"}
 
 
 def markdown_peers(report: dict) -> str:

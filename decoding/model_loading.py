@@ -34,7 +34,7 @@ SHIPPED_ADAPTERS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -
 HEADS_FILE = "mtp.safetensors"
 DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
-Quantize = Literal["none", "float16", "int8"]
+Quantize = Literal["none", "float16", "bfloat16", "int8"]
 QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -49,13 +49,17 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     """
     import torch
 
-    from .cpu_linear import float16_available, float16_weights, quantize_int8, speed_up_small_batches
+    from .cpu_linear import (bfloat16_available, bfloat16_weights, float16_available, float16_weights, quantize_int8,
+                             speed_up_small_batches)
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
     if quantize == "float16" and not float16_available():
         raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
                          "lacks (x86 builds have it); use none or int8")
+    if quantize == "bfloat16" and not bfloat16_available():
+        raise ModelError("--quantize bfloat16 needs a CPU with AVX-512 BF16 or AMX and an x86 torch build; "
+                         "use none, float16 or int8")
     torch.set_num_threads(thread_count(threads))
     folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
     model, tokenizer = load_pretrained(resolve(spec))
@@ -65,6 +69,8 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
         model = quantize_int8(model)
     elif quantize == "float16":
         float16_weights(model)
+    elif quantize == "bfloat16":
+        bfloat16_weights(model)
     else:
         speed_up_small_batches(model)
     return model.eval(), tokenizer

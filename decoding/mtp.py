@@ -148,8 +148,8 @@ class MTPHeads(nn.Module):
                      nn.Linear(hidden, vocab, bias=False) if own_head else None)
             for _ in range(num_layers)
         )
-        reference = base_model.get_input_embeddings().weight  # float: a float16-weight lm_head packs its own
-        self.to(device=reference.device, dtype=reference.dtype)
+        # float32 whatever the decoder runs in (a bfloat16 decoder's hidden states are cast on the way in)
+        self.to(device=base_model.get_input_embeddings().weight.device, dtype=torch.float32)
         self._draft_vocab: tuple[torch.Tensor, list[nn.Module]] | None = None  # see restrict_draft_vocab
         self.int8 = False  # see quantize_drafting
 
@@ -173,7 +173,7 @@ class MTPHeads(nn.Module):
         decoder = self.base.get_decoder()
         ids = torch.tensor([next_tokens], device=hidden.device)
         positions = torch.arange(start, start + len(next_tokens), device=hidden.device)[None]
-        x = layer.project(hidden, decoder.embed_tokens(ids))
+        x = layer.project(hidden.float(), decoder.embed_tokens(ids).float())
         mask = create_causal_mask(config=self.block_config, inputs_embeds=x, attention_mask=None, cache=cache,
                                   position_ids=positions)
         out = layer.block(x, attention_mask=mask, position_embeddings=decoder.rotary_emb(x, positions),
@@ -207,7 +207,7 @@ class MTPHeads(nn.Module):
         for layer in self.layers:
             full = layer.head if layer.head is not None else self.base.get_output_embeddings()
             part = nn.Linear(full.in_features, len(token_ids), bias=full.bias is not None)
-            part.weight = nn.Parameter(linear_weight(full).detach()[token_ids].contiguous(), requires_grad=False)
+            part.weight = nn.Parameter(linear_weight(full).detach()[token_ids].float().contiguous(), requires_grad=False)
             if full.bias is not None:
                 part.bias = nn.Parameter(full.bias.detach()[token_ids].contiguous(), requires_grad=False)
             heads.append(quantize_int8(part) if self.int8 else speed_up_small_batches(part))

@@ -459,7 +459,7 @@ def test_llama_cpp_decodes_the_same_prompt_greedily_twice():
 @pytest.mark.parametrize("options, message", [
     (["--formats", "whole,udiff"], "unknown udiff"),
     (["--configs", "plain,eagle"], "unknown eagle"),
-    (["--weights", "int8"], "unknown int8"),
+    (["--weights", "none,int4"], "unknown int4"),
     (["--benchmark", "nope"], "editeval or humanevalfix"),
     ([], "no GGUF for '/nonexistent/model.gguf'"),
 ])

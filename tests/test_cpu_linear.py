@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from decoding import cpu_linear
-from decoding.cpu_linear import (Float16Linear, fast_linear_forward, float16_weights, linear_weight,
-                                 speed_up_small_batches)
+from decoding.cpu_linear import (Float16Linear, bfloat16_weights, fast_linear_forward, float16_weights,
+                                 linear_weight, speed_up_small_batches)
 from tests.tiny_models import tiny_qwen2
 
 
@@ -18,10 +18,14 @@ def large_linear(bias: bool) -> nn.Linear:
     return nn.Linear(512, 2048, bias=bias)  # 1M weights: at the threshold
 
 
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])  # each vendor's few-rows product
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(512,), (1, 512), (1, 1, 512), (3, 512), (1, 5, 512), (2, 4, 512), (1, 12, 512),
                                    (1, 300, 512)])
-def test_fast_linear_forward_equals_f_linear(bias, shape):
+def test_fast_linear_forward_equals_f_linear(bias, shape, vendor, monkeypatch):
+    product, rows = cpu_linear.small_rows_product(vendor)
+    monkeypatch.setattr(cpu_linear, "SMALL_ROWS_PRODUCT", product)
+    monkeypatch.setattr(cpu_linear, "MAX_SMALL_ROWS", rows)
     layer = large_linear(bias)
     x = torch.randn(shape)
     with torch.inference_mode():
@@ -40,6 +44,16 @@ def test_only_large_float_linears_are_rerouted_and_training_keeps_f_linear():
     assert torch.equal(out, nn.functional.linear(x, model[0].weight))
     out.sum().backward()
     assert x.grad is not None and model[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("vendor, choice", [("GenuineIntel", ("mkl", 3)), ("AuthenticAMD", ("transposed", 4)),
+                                            ("", ("transposed", 4))])
+def test_each_vendor_gets_the_few_rows_product_measured_faster_on_its_cpus(vendor, choice):
+    assert cpu_linear.small_rows_product(vendor) == choice
+
+
+def test_the_cpu_vendor_is_read_from_proc_cpuinfo():
+    assert cpu_linear.cpu_vendor() in ("GenuineIntel", "AuthenticAMD", "")  # "" off Linux
 
 
 def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):
@@ -144,3 +158,33 @@ def test_bench_kernels_products_agree_on_one_layer():
     # relative error: float32 exact, float16 ~2^-11, int8 ~1/127 a weight, int4 ~1/15 of a group's range
     assert errors["float32 (shipped)"] < 1e-6 and errors["float16 (fbgemm)"] < 1e-3, errors
     assert errors["int8 weight-only"] < 0.02 and errors["int8 dynamic"] < 0.05 and errors["int4 weight-only"] < 0.2, errors
+
+
+# --- bfloat16 decoder -----------------------------------------------------------------------------------------
+
+
+def test_a_bfloat16_decoder_keeps_a_float32_lm_head_logits_and_rotary_frequencies(monkeypatch):
+    model = tiny_qwen2()
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as Qwen2.5-0.5B
+    prompt = torch.tensor([[5, 17, 33, 9, 60, 2]])
+    with torch.inference_mode():
+        exact = model(prompt).logits
+        monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 1)
+        bfloat16_weights(model)
+        got = model(prompt).logits
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.lm_head.weight.dtype == torch.float32 and model.lm_head.weight is not model.model.embed_tokens.weight
+    assert "forward" in vars(model.lm_head)  # the fast float32 product
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert got.dtype == torch.float32 and not torch.equal(got, exact)
+    torch.testing.assert_close(got, exact, rtol=0, atol=0.1)  # 8 significant bits through 2 layers
+
+
+def test_load_model_refuses_bfloat16_where_the_cpu_has_no_fast_kernels(monkeypatch):
+    from decoding import model_loading
+    from decoding.model_registry import ModelError
+
+    monkeypatch.setattr(cpu_linear, "bfloat16_available", lambda: False)
+    with pytest.raises(ModelError, match="AVX-512 BF16 or AMX"):
+        model_loading.load_model("no/such-model", quantize="bfloat16")

@@ -326,3 +326,21 @@ def test_heads_share_a_float16_lm_head_and_draft_losslessly_on_a_float16_model(m
     restricted = Generator(model).generate(prompt, max_new_tokens=16, drafters=[MTPDrafter(heads)])
     assert full.tokens == plain.tokens == restricted.tokens
     assert sum(full.stats.proposed_per_drafter.values()) > 0 and sum(restricted.stats.proposed_per_drafter.values()) > 0
+
+
+def test_heads_stay_float32_and_draft_losslessly_on_a_bfloat16_model():
+    from decoding import cpu_linear
+    from decoding.generate import Generator
+
+    model = tiny_qwen2(seed=3)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as the default model
+    cpu_linear.bfloat16_weights(model)
+    heads = random_heads(model, "qwen3_5", seed=5)
+    assert all(p.dtype == torch.float32 for p in heads.parameters())
+    prompt = [5, 17, 33, 9, 60, 2, 5, 17]
+    plain = Generator(model).generate(prompt, max_new_tokens=16)
+    heads.restrict_draft_vocab(torch.arange(0, 128, 2))  # rows of the float32 lm_head
+    heads.quantize_drafting()  # int8 layers take float32 inputs only: the bfloat16 hidden states are cast
+    drafted = Generator(model).generate(prompt, max_new_tokens=16, drafters=[MTPDrafter(heads)])
+    assert drafted.tokens == plain.tokens
+    assert sum(drafted.stats.proposed_per_drafter.values()) > 0

@@ -46,7 +46,7 @@ def bench_decode(
     model: str = typer.Option("default", "--model", "-m"),
     limit: int = typer.Option(4, "--limit", help="EditEval items to decode."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16 or int8."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16, bfloat16 or int8."),
     heads: Path = typer.Option(None, "--heads", exists=True,
                                help="MTP heads to measure instead of the model's own: an mtp.safetensors file, "
                                     "or a folder holding one (and draft_vocab.safetensors, if any)."),
@@ -135,7 +135,7 @@ def bench_quality(
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
     span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`), float16 or int8."),
+    quantize: str = typer.Option("none", "--quantize", help="none (float32 with MTP heads, as `edit`), float16, bfloat16 or int8."),
     max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit (default: as `edit`)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
@@ -286,7 +286,8 @@ def bench_peers(
     configs: str = typer.Option("plain,copy,mtp,copy+mtp", "--configs",
                                 help="Our drafting configs (copy+mtp: what `edit` drafts with)."),
     weights: str = typer.Option("none,float16", "--weights",
-                                help="Our weights, as --quantize: none (float32), float16, or both."),
+                                help="Our weights, as --quantize: none (float32), float16, bfloat16, int8 (int8 has "
+                                     "no MTP heads: its copy+mtp and mtp rows are left out)."),
     llama: bool = typer.Option(True, "--llama/--no-llama", help="Run llama.cpp too (needs `make peers`)."),
     peers_python: Path = typer.Option(None, "--peers-python", dir_okay=False,
                                       help="The Python with llama_cpp installed (default: .venv-peers/bin/python)."),
@@ -310,7 +311,7 @@ def bench_peers(
     chosen_weights = [w.strip() for w in weights.split(",")]
     for values, known, hint in ((chosen_formats, peer_bench.FORMATS, "--formats"),
                                 (chosen_configs, peer_bench.OUR_CONFIGS, "--configs"),
-                                (chosen_weights, tuple(w for w in QUANTIZE_MODES if w != "int8"), "--weights")):
+                                (chosen_weights, QUANTIZE_MODES, "--weights")):
         unknown = [v for v in values if v not in known]
         if unknown:
             raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose among {', '.join(known)}", param_hint=hint)
