@@ -1,18 +1,23 @@
 """Forward time of the default model for the few-token inputs of decoding, per Linear path: F.linear (MKL),
-the transposed product alone (up to 8 rows), oneDNN's, and what `load_model` uses (`decoding.cpu_linear`: transposed
-up to 4 rows, oneDNN beyond).
+the transposed product alone (up to 8 rows), oneDNN's, and what `load_model` uses (`decoding.cpu_linear`: for a
+few rows, MKL's F.linear on Intel CPUs and the transposed product elsewhere; oneDNN's beyond).
 
     python -m bench.cpu_linear [--model default] [--context 600] [--repeats 7] [--json OUT]
     python -m bench.cpu_linear --kernels [--repeats 7] [--json OUT]
+    python -m bench.cpu_linear --weights none,float16,bfloat16,int8 [--model default] [--context 600] [--repeats 7]
 
 The model holds a KV cache of --context random tokens; each row times a forward of T new tokens (a plain
 step is T = 1, verifying a draft of k tokens is T = k + 1), median of --repeats, with every large Linear
 on each path in turn, alternating per T so all see the same machine. Prints a markdown table.
 
 --kernels times one layer instead, of the default model's two shapes (an MLP projection and the lm_head,
-random weights), per weight format and PyTorch kernel: float32 as shipped, float16 (fbgemm), weight-only
+random weights), per weight format and PyTorch kernel: float32 as shipped, float16 (fbgemm), bfloat16
+(weights and inputs; oneDNN, AMX where the CPU has it), weight-only
 int8 and int4 (aten's `_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, group 32) and dynamic int8
 (torch.ao: activations quantised too). This is what chose `--quantize float16`.
+
+--weights times the whole model as `load_model` loads it with each `--quantize` mode: load seconds, a
+prefill of --context tokens, and forwards of 1, 2, 4 and 8 tokens from that KV cache.
 """
 
 from __future__ import annotations
@@ -83,6 +88,55 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
             "layers": len(rerouted), "rows": rows}
 
 
+WEIGHT_LENGTHS = (1, 2, 4, 8)
+
+
+def run_weights(model_spec: str, modes: list[str], context: int, repeats: int) -> dict:
+    import time
+
+    rows = []
+    for mode in modes:
+        started = time.perf_counter()
+        model, _ = load_model(model_spec, quantize=mode)
+        load_s = time.perf_counter() - started
+        vocab = model.config.get_text_config().vocab_size
+        with torch.inference_mode():
+            cache = DynamicCache(config=model.config)
+            prompt = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(0))
+            started = time.perf_counter()
+            model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
+            prefill_ms = (time.perf_counter() - started) * 1000
+            new = torch.randint(0, vocab, (1, max(WEIGHT_LENGTHS)))
+
+            def step(length: int):
+                def forward():
+                    model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
+                    cache.crop(-length)
+                return forward
+
+            steps = {}
+            for length in WEIGHT_LENGTHS:
+                step(length)()  # warm-up, untimed
+                steps[str(length)] = median_ms(step(length), repeats)
+        rows.append({"quantize": mode, "load_s": load_s, "prefill_ms": prefill_ms, "forward_ms": steps})
+        del model
+    return {"model": model_spec, "context": context, "repeats": repeats, "threads": torch.get_num_threads(),
+            "rows": rows}
+
+
+def markdown_weights(report: dict) -> str:
+    lines = [f"{report['model']}, prefill of {report['context']} tokens, then forwards from that KV cache; "
+             f"{report['threads']} threads, median of {report['repeats']}", "",
+             "| --quantize | load s | prefill ms (tokens/s) | " +
+             " | ".join(f"forward of {n} ms" for n in WEIGHT_LENGTHS) + " |",
+             "|---|---:|---:|" + "---:|" * len(WEIGHT_LENGTHS)]
+    for row in report["rows"]:
+        rate = report["context"] / row["prefill_ms"] * 1000
+        lines.append(f"| {row['quantize']} | {row['load_s']:.1f} | {row['prefill_ms']:.0f} ({rate:.0f}) | " +
+                     " | ".join(f"{row['forward_ms'][str(n)]:.1f}" for n in WEIGHT_LENGTHS) + " |")
+    return "\n".join(lines)
+
+
 KERNEL_SHAPES = {"mlp up [4864, 896]": (4864, 896), "lm_head [151936, 896]": (151936, 896)}
 KERNEL_ROWS = (1, 2, 4, 8)  # the scalar kernels take seconds a call beyond
 INT4_GROUP = 32
@@ -102,8 +156,10 @@ def kernel_products(weight: torch.Tensor) -> dict:
     int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
     scales_zeros = torch.stack([step.t(), (low + 8 * step).t()], -1).contiguous()  # [in / 32, out, 2]
     half = Float16Linear(layer)
+    bfloat16 = weight.bfloat16()  # inputs rounded too: what a bfloat16 decoder (`--quantize bfloat16`) runs
     return {"float32 (shipped)": lambda x: fast_linear_forward(layer, x),
             "float16 (fbgemm)": half,
+            "bfloat16 (oneDNN)": lambda x: F.linear(x.bfloat16(), bfloat16).float(),
             "int8 weight-only": lambda x: torch.ops.aten._weight_int8pack_mm(x, int8, scale),
             "int4 weight-only": lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, int4, INT4_GROUP, scales_zeros),
             "int8 dynamic": quantize_int8(layer)}  # a quantised copy: `layer` stays float32
@@ -153,11 +209,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--kernels", action="store_true", help="Time one layer per weight format instead.")
+    parser.add_argument("--weights", default=None,
+                        help="Comma-separated --quantize modes: time the whole model loaded with each instead.")
     args = parser.parse_args()
-    report = run_kernels(args.repeats) if args.kernels else run(args.model, args.context, args.repeats)
+    if args.kernels:
+        report, text = run_kernels(args.repeats), markdown_kernels
+    elif args.weights:
+        report = run_weights(args.model, args.weights.split(","), args.context, args.repeats)
+        text = markdown_weights
+    else:
+        report, text = run(args.model, args.context, args.repeats), markdown
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(markdown_kernels(report) if args.kernels else markdown(report))
+    print(text(report))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ included. On the whole 0.5B model, from a 600-token KV cache (`python -m bench.c
 docs/BENCHMARKS.md), a forward of 1 token takes ~85 ms on either (F.linear: 148), of 2-4 tokens 95-126 ms
 transposed against 136-154 oneDNN, and of 6, 8, 12 tokens 156, 174, 181 ms oneDNN against 219, 236, 284
 transposed. So verifying a draft costs little more than a plain step, which is what speculative
-decoding needs.
+decoding needs. That is the AMD EPYC; on an Intel Xeon (AVX-512, AMX) MKL's own F.linear is the fastest
+for 1-3 rows (a whole-model step 91-106 ms, oneDNN 104-142, transposed 188-206) and oneDNN's from 4 on, so
+the few-rows product is chosen by the CPU's vendor (`small_rows_product`).
 
 The result is the same product summed in another order, so logits move by ~1e-6: the same kind of
 change as a different batch size already makes, and every path of a generation (prefill, plain steps,
@@ -30,9 +32,13 @@ smaller weights, both PyTorch's own CPU kernels:
 fbgemm's half-precision product (`torch.ops.quantized.linear_dynamic_fp16`, AVX2 + F16C): half the bytes,
 and the only change to the result is the weight's rounding to 11 significant bits. PyTorch's weight-only
 int8 and int4 kernels (`aten._weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) would be smaller still,
-but torch 2.13 vectorises them for AVX-512 only: on this AVX2 machine they run scalar, their time grows
-with the rows, and one row through the lm_head takes 2x (int8) and 4x (int4) float32's time
+but in torch 2.13 their time grows with the rows on AVX2 and on AVX-512 alike (one row per pass), and
+one row through the lm_head takes 1.2x (int8, AVX-512) to 4x (int4, AVX2) float32's time
 (`python -m bench.cpu_linear --kernels`, docs/BENCHMARKS.md).
+
+`bfloat16_weights` (`--quantize bfloat16`) runs the decoder in bfloat16 where oneDNN has AMX or AVX-512
+BF16 kernels: a prefill ~4x faster than float32 there, a step about as fast (few rows are not where AMX
+helps); the lm_head stays float32, so logits keep float32's resolution.
 
 `quantize_int8` swaps Linear layers for dynamically quantised int8 ones (activations quantised too), about
 3x faster but not exact. `--quantize int8` models use it, and so do MTP heads for drafting, where a

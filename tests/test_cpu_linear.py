@@ -98,6 +98,19 @@ def test_bench_cpu_linear_times_every_path(tmp_path, monkeypatch):
     assert "| 3 |" in linear_bench.markdown(report)
 
 
+def test_bench_cpu_linear_times_the_whole_model_per_quantize_mode(tmp_path):
+    from bench import cpu_linear as linear_bench
+    from tests.tiny_models import chat_model, chat_tokenizer
+
+    tokenizer = chat_tokenizer()
+    chat_model(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    report = linear_bench.run_weights(str(tmp_path), ["none", "bfloat16"], context=16, repeats=1)
+    assert [row["quantize"] for row in report["rows"]] == ["none", "bfloat16"]
+    assert all(row["prefill_ms"] > 0 and sorted(row["forward_ms"]) == ["1", "2", "4", "8"] for row in report["rows"])
+    assert "| bfloat16 |" in linear_bench.markdown_weights(report)
+
+
 # --- float16 weights ------------------------------------------------------------------------------------------
 
 
@@ -157,6 +170,7 @@ def test_bench_kernels_products_agree_on_one_layer():
         errors = {name: float((product(x) - exact).norm() / exact.norm()) for name, product in products.items()}
     # relative error: float32 exact, float16 ~2^-11, int8 ~1/127 a weight, int4 ~1/15 of a group's range
     assert errors["float32 (shipped)"] < 1e-6 and errors["float16 (fbgemm)"] < 1e-3, errors
+    assert errors["bfloat16 (oneDNN)"] < 0.01, errors  # 8 significant bits of weights and inputs
     assert errors["int8 weight-only"] < 0.02 and errors["int8 dynamic"] < 0.05 and errors["int4 weight-only"] < 0.2, errors
 
 
