@@ -75,9 +75,10 @@ def cache_settings(model: str, quantize: str, max_retries: int, *, server: str |
     hash) when one is merged, so tuned and untuned results never mix; without one they are the keys of the runs
     made before adapters existed, whose results stay valid. A server's run is kept apart by its URL."""
     from decoding.adapter import adapter_key
-    from decoding.model_loading import adapter_folder
+    from decoding.model_loading import adapter_folder, resolve_quantize
 
-    settings = {"model": model, "quantize": quantize, "max_retries": max_retries}
+    # "auto" is keyed by what it loads on this CPU, so rows of the same weights meet whichever way they were asked for
+    settings = {"model": model, "quantize": resolve_quantize(quantize), "max_retries": max_retries}
     if server is not None:
         settings["server"] = server
         return settings

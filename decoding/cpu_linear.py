@@ -59,13 +59,14 @@ from torch import nn
 
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or "" where there is none."""
+def cpu_info(field: str) -> str:
+    """A field of the first processor in /proc/cpuinfo ("vendor_id": "GenuineIntel"; "flags"), or "" where
+    there is none (not Linux, or no such field)."""
     try:
-        match = re.search(r"^vendor_id\s*:\s*(\S+)", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        match = re.search(rf"^{field}\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     except OSError:
         return ""
-    return match.group(1) if match else ""
+    return match.group(1).strip() if match else ""
 
 
 def small_rows_product(vendor: str) -> tuple[str, int]:
@@ -75,7 +76,7 @@ def small_rows_product(vendor: str) -> tuple[str, int]:
     return ("mkl", 3) if vendor == "GenuineIntel" else ("transposed", 4)
 
 
-SMALL_ROWS_PRODUCT, MAX_SMALL_ROWS = small_rows_product(cpu_vendor())
+SMALL_ROWS_PRODUCT, MAX_SMALL_ROWS = small_rows_product(cpu_info("vendor_id"))
 MIN_WEIGHTS = 500_000  # smaller layers (Qwen2.5 0.5B's k and v projections, 115k) gain nothing measurable
 
 
@@ -168,8 +169,14 @@ def float16_weights(module: nn.Module) -> nn.Module:
 
 
 def bfloat16_available() -> bool:
-    """Whether oneDNN has fast bfloat16 kernels on this CPU (AVX-512 BF16 or AMX) besides fbgemm's float16."""
-    return float16_available() and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    """Whether oneDNN runs bfloat16 products on this CPU (natively or emulated on AVX-512)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def has_amx() -> bool:
+    """Whether the CPU has AMX's bfloat16 tiles, where a bfloat16 decoder was measured faster than float32
+    (docs/BENCHMARKS.md); `--quantize auto` picks bfloat16 there only."""
+    return "amx_bf16" in cpu_info("flags").split() and bfloat16_available()
 
 
 def bfloat16_weights(model: nn.Module) -> nn.Module:

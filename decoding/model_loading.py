@@ -8,7 +8,9 @@ the float weights as a safetensors folder in the cache, keyed by the GGUF's sha2
 read that folder in seconds. Weights are float32 (CPU); `quantize="float16"` stores every large Linear's
 weight (lm_head included) in float16 for fbgemm's product with float32 activations (`cpu_linear.Float16Linear`:
 half the bytes a step reads, rounding only the weights); `quantize="int8"` swaps every Linear for a
-dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks.
+dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks; `quantize="bfloat16"`
+runs the decoder in bfloat16 with a float32 lm_head (`cpu_linear.bfloat16_weights`), and "auto" (what `edit`
+loads) is bfloat16 on CPUs with AMX, float32 elsewhere (`resolve_quantize`).
 
 A LoRA adapter (`edit model train-edit`) is merged into the float weights at load, before any quantization:
 the one shipped for a registry model in decoding/adapters/<name>/ by default, another folder on request, or
@@ -34,9 +36,20 @@ SHIPPED_ADAPTERS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -
 HEADS_FILE = "mtp.safetensors"
 DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
-Quantize = Literal["none", "float16", "bfloat16", "int8"]
+Quantize = Literal["auto", "none", "float16", "bfloat16", "int8"]
 QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_quantize(quantize: str) -> str:
+    """The mode "auto" stands for on this CPU: bfloat16 where it has AMX, on which a bfloat16 decoder kept
+    float32's pass@1 on the steering sets and edited faster (docs/BENCHMARKS.md); float32 ("none") elsewhere.
+    Any other mode is itself."""
+    from .cpu_linear import has_amx
+
+    if quantize != "auto":
+        return quantize
+    return "bfloat16" if has_amx() else "none"
 
 
 def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None,
@@ -54,6 +67,7 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
+    quantize = resolve_quantize(quantize)
     if quantize == "float16" and not float16_available():
         raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
                          "lacks (x86 builds have it); use none or int8")

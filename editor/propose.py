@@ -113,10 +113,11 @@ def whole_text(output: str, text: str) -> str:
 class Editor:
     """Loads a model once; `edit()` many files with it (the prompt prefix cache is reused).
 
-    model: "default", "1.5b", a local HF folder, a hub id or a .gguf path. `spec=False` turns
-    speculative decoding off (plain constrained decoding, the same output when greedy). `mtp` (on by
-    default) adds the model's MTP heads, where it has some (shipped or native; float32 and float16-weight
-    models, not int8), to the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
+    model: "default", "1.5b", a local HF folder, a hub id or a .gguf path. quantize: "auto" (bfloat16 on CPUs
+    with AMX, float32 elsewhere), "none", "float16", "bfloat16" or "int8" (`decoding.model_loading.load_model`).
+    `spec=False` turns speculative decoding off (plain constrained decoding, the same output when greedy). `mtp` (on by
+    default) adds the model's MTP heads, where it has some (shipped or native; float32, float16-weight and
+    bfloat16 models, not int8), to the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.
     Each try's output budget follows the file and format (`request.output_budget`), capped by `max_new_tokens`.
 
     server: the URL of an OpenAI-compatible server (vLLM, docs/SERVING.md) that generates instead of a local
@@ -130,7 +131,7 @@ class Editor:
     (`edit model train-edit`'s output). A server serves its own weights.
     """
 
-    def __init__(self, model: str | None = "default", *, quantize: str = "none", threads: int | None = None,
+    def __init__(self, model: str | None = "default", *, quantize: str = "auto", threads: int | None = None,
                  spec: bool = True, max_retries: int = DEFAULT_RETRIES, temperature: float = 0.0, seed: int = 0,
                  max_new_tokens: int | None = None, model_obj=None, tokenizer=None, mtp_heads=None, mtp: bool = True,
                  server=None, server_model: str | None = None, grammar: bool = True, adapter: bool | str | os.PathLike = True):

@@ -41,3 +41,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def float32_whatever_the_cpu(monkeypatch):
+    """`--quantize auto` (the Editor's default) loads bfloat16 on CPUs with AMX: tests load float32 on every
+    machine, so their exact outputs do not depend on the CPU. Tests of "auto" patch `has_amx` themselves."""
+    from decoding import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: False)

@@ -228,7 +228,7 @@ def test_bench_quality_command_refuses_bad_options_before_loading_a_model(option
 
 
 @pytest.mark.shared
-def test_bench_quality_command_measures_as_edit_does_and_resumes(tmp_path):
+def test_bench_quality_command_measures_as_edit_does_and_resumes(tmp_path):  # float32: conftest, whatever the CPU
     import json
 
     from typer.testing import CliRunner
@@ -501,3 +501,13 @@ def test_several_syntax_errors_cached_as_an_error_are_read_as_validation(tmp_pat
     assert cache.get("apply_patch", item)["failure"] == "validation"
     cache.put("udiff", item, {**row, "message": "the model server went away"})
     assert cache.get("udiff", item)["failure"] == "error"
+
+
+@pytest.mark.parametrize("amx, key", [(True, "bfloat16"), (False, "none")])
+def test_the_quality_cache_keys_auto_by_the_weights_it_loads_here(amx, key, monkeypatch):
+    from bench.quality import cache_settings
+    from decoding import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    assert cache_settings("/some/model", "auto", 0) == cache_settings("/some/model", key, 0)
+    assert cache_settings("/some/model", "auto", 0)["quantize"] == key

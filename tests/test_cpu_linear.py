@@ -52,8 +52,21 @@ def test_each_vendor_gets_the_few_rows_product_measured_faster_on_its_cpus(vendo
     assert cpu_linear.small_rows_product(vendor) == choice
 
 
-def test_the_cpu_vendor_is_read_from_proc_cpuinfo():
-    assert cpu_linear.cpu_vendor() in ("GenuineIntel", "AuthenticAMD", "")  # "" off Linux
+def test_cpu_info_reads_a_field_of_proc_cpuinfo(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 amx_bf16 \n\n"
+                       "processor\t: 1\nvendor_id\t: GenuineIntel\n")
+    real_path = cpu_linear.Path
+    monkeypatch.setattr(cpu_linear, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else real_path(name))
+    assert cpu_linear.cpu_info("vendor_id") == "GenuineIntel"
+    assert cpu_linear.cpu_info("flags").split() == ["fpu", "avx2", "amx_bf16"]
+    assert cpu_linear.cpu_info("microcode") == ""
+    monkeypatch.setattr(cpu_linear, "bfloat16_available", lambda: True)
+    assert cpu_linear.has_amx()
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert not cpu_linear.has_amx()  # bfloat16 runs there, but was not measured faster
+    cpuinfo.unlink()
+    assert cpu_linear.cpu_info("vendor_id") == ""
 
 
 def test_a_rerouted_model_generates_the_same_greedy_tokens(monkeypatch):

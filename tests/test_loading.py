@@ -418,3 +418,26 @@ def test_cli_install_unknown_name_is_a_usage_error():
     result = CliRunner().invoke(app, ["model", "install", "70b"])
     assert result.exit_code == 2
     assert "unknown model '70b'" in result.output
+
+
+@pytest.mark.parametrize("amx, asked, loaded", [(True, "auto", "bfloat16"), (False, "auto", "none"),
+                                                (True, "none", "none"), (False, "float16", "float16")])
+def test_auto_quantize_is_bfloat16_on_amx_cpus_only(amx, asked, loaded, monkeypatch):
+    from decoding import cpu_linear
+    from decoding.model_loading import resolve_quantize
+
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    assert resolve_quantize(asked) == loaded
+
+
+@pytest.mark.parametrize("amx, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_the_editor_loads_what_auto_stands_for_on_this_cpu(amx, dtype, tmp_path, monkeypatch):
+    from decoding import cpu_linear
+    from editor.propose import Editor
+    from tests.tiny_models import save_instant_model
+
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    editor = Editor(str(save_instant_model(tmp_path / "model")), adapter=False)  # quantize: "auto", as `edit`
+    model = editor.backend.model
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == dtype
+    assert model.lm_head.weight.dtype == torch.float32

@@ -39,8 +39,8 @@ def propose(
     max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit, with the error fed back."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
-    mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32 and float16 models; on by default)."),
-    quantize: str = typer.Option("none", "--quantize", help="none (float32), float16 (weights in float16, activations float32: "
+    mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32, float16 and bfloat16 models; on by default)."),
+    quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX, else none), none (float32), float16 (weights in float16, activations float32: "
                                                                    "half the bytes a step reads; MTP heads apply), bfloat16 (CPUs with AVX-512 BF16 "
                                                                    "or AMX: the decoder in bfloat16, logits float32; prefill ~4x faster) or int8 (about 3x faster, "
                                                                    "different greedy picks; no MTP heads)."),
