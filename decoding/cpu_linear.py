@@ -57,8 +57,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
-
 def cpu_info(field: str) -> str:
     """A field of the first processor in /proc/cpuinfo ("vendor_id": "GenuineIntel"; "flags"), or "" where
     there is none (not Linux, or no such field)."""

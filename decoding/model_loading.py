@@ -72,8 +72,8 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
         raise ModelError("--quantize float16 needs fbgemm's half-precision product, which this torch build "
                          "lacks (x86 builds have it); use none or int8")
     if quantize == "bfloat16" and not bfloat16_available():
-        raise ModelError("--quantize bfloat16 needs a CPU with AVX-512 BF16 or AMX and an x86 torch build; "
-                         "use none, float16 or int8")
+        raise ModelError("--quantize bfloat16 needs oneDNN's bfloat16 kernels, which this CPU or torch build "
+                         "lacks (x86 CPUs with AVX-512 or AMX have them); use none, float16 or int8")
     torch.set_num_threads(thread_count(threads))
     folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
     model, tokenizer = load_pretrained(resolve(spec))

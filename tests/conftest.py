@@ -46,7 +46,10 @@ def single_thread():
 @pytest.fixture(autouse=True)
 def float32_whatever_the_cpu(monkeypatch):
     """`--quantize auto` (the Editor's default) loads bfloat16 on CPUs with AMX: tests load float32 on every
-    machine, so their exact outputs do not depend on the CPU. Tests of "auto" patch `has_amx` themselves."""
+    machine, so their exact outputs do not depend on the CPU. Tests of "auto" patch `has_amx` themselves;
+    the fixture's value is the real one."""
     from decoding import cpu_linear
 
+    real = cpu_linear.has_amx
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: False)
+    return real
