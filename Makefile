@@ -41,15 +41,22 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-# `edit bench peers` runs llama.cpp in its own virtualenv. Built from source for AVX2 only: a native
-# build died with an illegal instruction on a machine that advertises AVX-512 and AMX.
+# `edit bench peers` runs llama.cpp in its own virtualenv, built from source with the best CPU features that
+# run here: AVX2, and each AVX-512 extension ggml uses where /proc/cpuinfo lists it. Not a native build, and
+# no AMX: on an AMX Xeon VM a native build died with an illegal instruction once and a segmentation fault
+# another time, where this AVX-512 build runs (and decodes ~1.3x faster than the AVX2 one: docs/BENCHMARKS.md).
 PEERS_VENV := .venv-peers
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+cpu_has = $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo ON || echo OFF)
+PEERS_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX_VNNI=$(call cpu_has,avx_vnni) -DGGML_AVX512=$(call cpu_has,avx512f) \
+	-DGGML_AVX512_VBMI=$(call cpu_has,avx512vbmi) -DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) \
+	-DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16)
 peers: $(PEERS_VENV)/bin/llama-ready
 
 $(PEERS_VENV)/bin/llama-ready:
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-		nice $(PEERS_VENV)/bin/pip install --no-binary llama-cpp-python '$(LLAMA_CPP_PYTHON)'
+	CMAKE_ARGS="$(PEERS_CMAKE_ARGS)" \
+		nice $(PEERS_VENV)/bin/pip install --no-cache-dir --no-binary llama-cpp-python '$(LLAMA_CPP_PYTHON)'
 	touch $@

@@ -8,7 +8,7 @@ jobs.json: {"gguf": path, "threads": n, "n_ctx": n, "modes": ["plain", "lookup"]
 Each mode loads the model once (timed), then for each job runs the same request twice, greedy and without
 a grammar: first with an empty KV cache (end to end: the prompt, then decoding to EOS or max_tokens), then
 again with the prompt cached (all but its last token, as our Generator keeps it): decoding only. Prints
-{"llama_cpp": version, "modes": {mode: {"load_s": s, "jobs": [{"id", "tokens", "end_to_end_s", "decode_s"}]}}}.
+{"llama_cpp": version, "system_info": ggml's CPU features, "modes": {mode: {"load_s": s, "jobs": [{"id", "tokens", "end_to_end_s", "decode_s"}]}}}.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def run_mode(spec: dict, mode: str) -> dict:
 def main() -> None:
     spec = json.load(sys.stdin)
     modes = {mode: run_mode(spec, mode) for mode in spec["modes"]}
-    json.dump({"llama_cpp": llama_cpp.__version__, "modes": modes}, sys.stdout)
+    json.dump({"llama_cpp": llama_cpp.__version__, "system_info": llama_cpp.llama_print_system_info().decode(),
+               "modes": modes}, sys.stdout)
 
 
 if __name__ == "__main__":

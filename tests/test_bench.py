@@ -453,6 +453,7 @@ def test_llama_cpp_decodes_the_same_prompt_greedily_twice():
     result = peer_bench.run_llama(gguf, jobs, {151645, 151643}, 2, modes=("plain",))
     (row,) = result["modes"]["plain"]["jobs"]
     assert result["llama_cpp"] == "0.3.36" and row["repeatable"] and 0 < len(row["tokens"]) <= 8
+    assert "AVX2 = 1" in result["system_info"]  # the build's CPU features, for the report
     assert row["end_to_end_s"] > row["decode_s"] > 0  # the second run found the prompt cached
 
 

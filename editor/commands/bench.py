@@ -356,6 +356,7 @@ def bench_peers(
         rows = peer_bench.peers(jobs, llama=llama_results, ours=ours, configs=chosen_configs, on_config=done)
     report = {"model": model, "gguf_name": gguf.name, "benchmark": benchmark, "items": len(items),
               "threads": threads, "llama_cpp": llama_results["llama_cpp"] if llama_results else None,
+              "llama_cpp_system_info": llama_results.get("system_info") if llama_results else None,
               "jobs": [{"id": job.id, "prompt_tokens": len(job.prompt_ids), "max_new_tokens": job.max_new_tokens}
                        for job in jobs], "rows": rows}
     if json_out:
