@@ -52,6 +52,16 @@ def onednn_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return onednn_product(x, self.weight, self.bias)
 
 
+def forward_of(model, cache, new: torch.Tensor):
+    """length -> a forward of new[:, :length] after the KV cache, which it leaves as it found it (timed alone)."""
+    def step(length: int):
+        def forward():
+            model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
+            cache.crop(-length)
+        return forward
+    return step
+
+
 PATHS = {"f_linear": nn.Linear.forward, "transposed": transposed_forward, "onednn": onednn_forward,
          "shipped": fast_linear_forward}
 
@@ -70,13 +80,7 @@ def run(model_spec: str, context: int, repeats: int) -> dict:
         cache = DynamicCache(config=model.config)
         model(input_ids=torch.randint(0, vocab, (1, context)), cache=cache, use_cache=True)
         new = torch.randint(0, vocab, (1, max(LENGTHS)))
-
-        def step(length: int):
-            def forward():
-                model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
-                cache.crop(-length)
-            return forward
-
+        step = forward_of(model, cache, new)
         for length in LENGTHS:
             timings = {}
             for path in PATHS:
@@ -106,14 +110,7 @@ def run_weights(model_spec: str, modes: list[str], context: int, repeats: int) -
             started = time.perf_counter()
             model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
             prefill_ms = (time.perf_counter() - started) * 1000
-            new = torch.randint(0, vocab, (1, max(WEIGHT_LENGTHS)))
-
-            def step(length: int):
-                def forward():
-                    model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
-                    cache.crop(-length)
-                return forward
-
+            step = forward_of(model, cache, torch.randint(0, vocab, (1, max(WEIGHT_LENGTHS))))
             steps = {}
             for length in WEIGHT_LENGTHS:
                 step(length)()  # warm-up, untimed
