@@ -41,7 +41,7 @@ def propose(
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32, float16 and bfloat16 models; on by default)."),
     quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX, else none), none (float32), float16 (weights in float16, activations float32: "
-                                                                   "half the bytes a step reads; MTP heads apply), bfloat16 (CPUs with AVX-512 BF16 "
+                                                                   "half the bytes a step reads; MTP heads apply), bfloat16 (x86 CPUs with AVX-512 "
                                                                    "or AMX: the decoder in bfloat16, logits float32; prefill ~4x faster) or int8 (about 3x faster, "
                                                                    "different greedy picks; no MTP heads)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: min(2, cores) or $EDIT_THREADS)."),
