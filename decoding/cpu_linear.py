@@ -129,16 +129,17 @@ class Float16Linear(nn.Module):
     """A Linear whose weight is stored in float16 for fbgemm's product; inputs and outputs stay float32.
     Inference only (the op has no backward)."""
 
-    def __init__(self, layer: nn.Linear, tied: bool = False):
+    def __init__(self, layer: nn.Linear, tied: bool = False, keep_rows: bool = False):
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
         # fbgemm packs at ~15-20 ns a weight (~9.5 s for the 0.5B model on one thread): each load pays it,
         # never a step.
         self.packed = torch.ops.quantized.linear_prepack_fp16(layer.weight.detach().float(), None)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().float(), requires_grad=False)
-        # A weight an embedding shares stays alive there anyway: kept (a tuple, out of state_dict) for
-        # `linear_weight`, which would otherwise unpack all of it (as slowly as packing).
-        self._tied = (layer.weight,) if tied else None
+        # `linear_weight` would otherwise unpack all of it, as slowly as packing (~3 s for the 0.5B lm_head,
+        # whose rows the MTP heads copy at each load). So a weight an embedding shares, alive there anyway,
+        # is kept (a tuple, out of state_dict), and with `keep_rows` (the lm_head) a float16 copy, +50%.
+        self._weight = (layer.weight,) if tied else (layer.weight.detach().half(),) if keep_rows else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] float32 -> [..., out]
@@ -146,9 +147,11 @@ class Float16Linear(nn.Module):
         out = out.reshape(*x.shape[:-1], self.out_features)
         return out + self.bias if self.bias is not None else out
 
-    def float_weight(self) -> torch.Tensor:
-        # [out, in] float32: the shared float32 weight if tied, else the float16 one unpacked
-        return self._tied[0] if self._tied else torch.ops.quantized.linear_unpack_fp16(self.packed)[0]
+    def float_weight(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        # [out, in] float32 (or [len(rows), in]): the shared or kept weight, else the float16 one unpacked;
+        # rows picked before the float32 conversion (all 152k rows of the lm_head would take ~1.4 s)
+        weight = self._weight[0] if self._weight else torch.ops.quantized.linear_unpack_fp16(self.packed)[0]
+        return (weight if rows is None else weight[rows]).float()
 
 
 def float16_available() -> bool:
@@ -159,15 +162,18 @@ def float16_available() -> bool:
 def float16_weights(module: nn.Module) -> nn.Module:
     """Swap every large `nn.Linear` of `module` (MIN_WEIGHTS weights or more; lm_head included) for a
     `Float16Linear`, in place; returns `module`. A weight the Linear shares with an embedding (tied
-    lm_head) stays a float32 tensor there, for the lookup. The smaller layers keep float32."""
+    lm_head) stays a float32 tensor there, for the lookup; an untied lm_head also keeps a float16 copy, for
+    the rows the MTP heads draft with. The smaller layers keep float32."""
     embedded = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    output = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     swaps = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
              if type(child) is nn.Linear and child.weight.numel() >= MIN_WEIGHTS]
     # fbgemm packs one weight at a time with the GIL released: packing layers on as many threads as torch
     # uses takes ~1.8x less time on 2 cores (the largest first, so the lm_head does not finish alone).
     swaps.sort(key=lambda swap: swap[2].weight.numel(), reverse=True)
     with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
-        halves = pool.map(lambda swap: Float16Linear(swap[2], tied=id(swap[2].weight) in embedded), swaps)
+        halves = pool.map(lambda swap: Float16Linear(swap[2], tied=id(swap[2].weight) in embedded,
+                                                     keep_rows=swap[2] is output), swaps)
         for (parent, name, _), half in zip(swaps, halves):
             setattr(parent, name, half)
     return module
@@ -178,10 +184,26 @@ def bfloat16_available() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def has_float16_product() -> bool:
+    """Whether fbgemm's float16 product runs vectorised on this CPU (AVX2 and F16C), where float16 weights
+    were measured faster than float32 at every row count, prefill included (docs/BENCHMARKS.md)."""
+    flags = cpu_info("flags").split()
+    return "avx2" in flags and "f16c" in flags and float16_available()
+
+
 def has_amx() -> bool:
     """Whether the CPU has AMX's bfloat16 tiles, where a bfloat16 decoder was measured faster than float32
     (docs/BENCHMARKS.md); `--quantize auto` picks bfloat16 there only."""
     return "amx_bf16" in cpu_info("flags").split() and bfloat16_available()
+
+
+def auto_quantize() -> str:
+    """What `--quantize auto` loads on this CPU: the fastest weights measured to keep float32's pass@1 on
+    the steering sets (docs/BENCHMARKS.md): a bfloat16 decoder on CPUs with AMX, float16 weights where
+    fbgemm's float16 product runs (AVX2 + F16C), float32 ("none") elsewhere."""
+    if has_amx():
+        return "bfloat16"
+    return "float16" if has_float16_product() else "none"
 
 
 def bfloat16_weights(model: nn.Module) -> nn.Module:
@@ -201,9 +223,12 @@ def bfloat16_weights(model: nn.Module) -> nn.Module:
     return speed_up_small_batches(model)  # the float32 lm_head
 
 
-def linear_weight(layer: nn.Module) -> torch.Tensor:
-    """[out, in] float weight of a Linear or a `Float16Linear` (int8 layers have none to give)."""
-    return layer.float_weight() if isinstance(layer, Float16Linear) else layer.weight
+def linear_weight(layer: nn.Module, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """[out, in] float weight of a Linear or a `Float16Linear`, or only its `rows` (int8 layers have none
+    to give)."""
+    if isinstance(layer, Float16Linear):
+        return layer.float_weight(rows)
+    return layer.weight if rows is None else layer.weight[rows]
 
 
 def quantize_int8(module: nn.Module) -> nn.Module:

@@ -207,7 +207,7 @@ class MTPHeads(nn.Module):
         for layer in self.layers:
             full = layer.head if layer.head is not None else self.base.get_output_embeddings()
             part = nn.Linear(full.in_features, len(token_ids), bias=full.bias is not None)
-            part.weight = nn.Parameter(linear_weight(full).detach()[token_ids].contiguous(), requires_grad=False)
+            part.weight = nn.Parameter(linear_weight(full, token_ids).detach().contiguous(), requires_grad=False)
             if full.bias is not None:
                 part.bias = nn.Parameter(full.bias.detach()[token_ids].contiguous(), requires_grad=False)
             heads.append(quantize_int8(part) if self.int8 else speed_up_small_batches(part))

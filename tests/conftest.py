@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,11 +46,12 @@ def single_thread():
 
 @pytest.fixture(autouse=True)
 def float32_whatever_the_cpu(monkeypatch):
-    """`--quantize auto` (the Editor's default) loads bfloat16 on CPUs with AMX: tests load float32 on every
-    machine, so their exact outputs do not depend on the CPU. Tests of "auto" patch `has_amx` themselves;
-    the fixture's value is the real one."""
+    """`--quantize auto` (the Editor's default) loads bfloat16 on CPUs with AMX and float16 weights on other
+    AVX2 CPUs: tests load float32 on every machine, so their exact outputs do not depend on the CPU. Tests
+    of "auto" patch `has_amx` and `has_float16_product` themselves; the fixture's value holds the real ones."""
     from decoding import cpu_linear
 
-    real = cpu_linear.has_amx
+    real = SimpleNamespace(has_amx=cpu_linear.has_amx, has_float16_product=cpu_linear.has_float16_product)
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: False)
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: False)
     return real

@@ -504,11 +504,13 @@ def test_several_syntax_errors_cached_as_an_error_are_read_as_validation(tmp_pat
     assert cache.get("udiff", item)["failure"] == "error"
 
 
-@pytest.mark.parametrize("amx, key", [(True, "bfloat16"), (False, "none")])
-def test_the_quality_cache_keys_auto_by_the_weights_it_loads_here(amx, key, monkeypatch):
+@pytest.mark.parametrize("amx, half, key", [(True, True, "bfloat16"), (False, True, "float16"),
+                                            (False, False, "none")])
+def test_the_quality_cache_keys_auto_by_the_weights_it_loads_here(amx, half, key, monkeypatch):
     from bench.quality import cache_settings
     from decoding import cpu_linear
 
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: half)
     assert cache_settings("/some/model", "auto", 0) == cache_settings("/some/model", key, 0)
     assert cache_settings("/some/model", "auto", 0)["quantize"] == key

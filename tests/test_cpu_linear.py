@@ -53,7 +53,7 @@ def test_each_vendor_gets_the_few_rows_product_measured_faster_on_its_cpus(vendo
 
 
 def test_cpu_info_reads_a_field_of_proc_cpuinfo(tmp_path, monkeypatch, float32_whatever_the_cpu):
-    has_amx = float32_whatever_the_cpu  # the real one
+    real = float32_whatever_the_cpu
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 amx_bf16 \n\n"
                        "processor\t: 1\nvendor_id\t: GenuineIntel\n")
@@ -63,9 +63,12 @@ def test_cpu_info_reads_a_field_of_proc_cpuinfo(tmp_path, monkeypatch, float32_w
     assert cpu_linear.cpu_info("flags").split() == ["fpu", "avx2", "amx_bf16"]
     assert cpu_linear.cpu_info("microcode") == ""
     monkeypatch.setattr(cpu_linear, "bfloat16_available", lambda: True)
-    assert has_amx()
-    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512_bf16\n")
-    assert not has_amx()  # bfloat16 runs there, but was not measured faster
+    assert real.has_amx()
+    assert not real.has_float16_product()  # no f16c
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 f16c avx512_bf16\n")
+    assert not real.has_amx()  # bfloat16 runs there, but was not measured faster
+    monkeypatch.setattr(cpu_linear, "float16_available", lambda: True)
+    assert real.has_float16_product()
     cpuinfo.unlink()
     assert cpu_linear.cpu_info("vendor_id") == ""
 
@@ -160,6 +163,18 @@ def test_float16_weights_swaps_large_linears_and_a_tied_head_shares_the_float_em
 def test_an_untied_float16_weight_unpacks_to_its_float16_rounding():
     layer = large_linear(False)
     assert torch.equal(linear_weight(Float16Linear(layer)), layer.weight.detach().half().float())
+
+
+def test_an_untied_lm_head_keeps_float16_rows_for_the_mtp_heads(monkeypatch):
+    model = tiny_qwen2()  # untied, as the converted GGUF models
+    rounded = model.lm_head.weight.detach().half().float()
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 64 * 128)
+    float16_weights(model)
+    unpack = torch.ops.quantized.linear_unpack_fp16
+    monkeypatch.setattr(torch.ops.quantized, "linear_unpack_fp16", lambda packed: pytest.fail("unpacked"))
+    assert torch.equal(linear_weight(model.lm_head), rounded)  # its kept copy, not unpacked (seconds on 0.5B)
+    monkeypatch.setattr(torch.ops.quantized, "linear_unpack_fp16", unpack)
+    assert linear_weight(model.model.layers[0].mlp.up_proj).dtype == torch.float32  # the others unpack
 
 
 def test_a_float16_weight_model_generates_the_same_greedy_tokens(monkeypatch):

@@ -420,26 +420,34 @@ def test_cli_install_unknown_name_is_a_usage_error():
     assert "unknown model '70b'" in result.output
 
 
-@pytest.mark.parametrize("amx, asked, loaded", [(True, "auto", "bfloat16"), (False, "auto", "none"),
-                                                (True, "none", "none"), (False, "float16", "float16")])
-def test_auto_quantize_is_bfloat16_on_amx_cpus_only(amx, asked, loaded, monkeypatch):
+@pytest.mark.parametrize("amx, half, asked, loaded", [
+    (True, True, "auto", "bfloat16"), (False, True, "auto", "float16"), (False, False, "auto", "none"),
+    (True, True, "none", "none"), (False, False, "float16", "float16")])
+def test_auto_quantize_is_bfloat16_on_amx_float16_on_avx2_float32_elsewhere(amx, half, asked, loaded,
+                                                                            monkeypatch):
     from decoding import cpu_linear
     from decoding.model_loading import resolve_quantize
 
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: half)
     assert resolve_quantize(asked) == loaded
 
 
-@pytest.mark.parametrize("amx, dtype", [(True, torch.bfloat16), (False, torch.float32)])
-def test_the_editor_loads_what_auto_stands_for_on_this_cpu(amx, dtype, tmp_path, monkeypatch):
+@pytest.mark.parametrize("amx, half, dtype", [(True, True, torch.bfloat16), (False, True, torch.float16),
+                                             (False, False, torch.float32)])
+def test_the_editor_loads_what_auto_stands_for_on_this_cpu(amx, half, dtype, tmp_path, monkeypatch):
     from decoding import cpu_linear
     from editor.propose import Editor
     from tests.tiny_models import save_instant_model
 
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: half)
     # an AVX2-only CPU lacks oneDNN's bfloat16 kernels; PyTorch's own run the tiny model anyway
     monkeypatch.setattr(cpu_linear, "bfloat16_available", lambda: True)
+    halved = []  # the tiny model's layers are below MIN_WEIGHTS: float16_weights would swap none of them
+    monkeypatch.setattr(cpu_linear, "float16_weights", halved.append)
     editor = Editor(str(save_instant_model(tmp_path / "model")), adapter=False)  # quantize: "auto", as `edit`
     model = editor.backend.model
-    assert model.model.layers[0].mlp.up_proj.weight.dtype == dtype
+    assert halved == ([model] if dtype == torch.float16 else [])
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == (torch.float32 if dtype == torch.float16 else dtype)
     assert model.lm_head.weight.dtype == torch.float32
