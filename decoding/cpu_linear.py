@@ -197,13 +197,15 @@ def has_amx() -> bool:
     return "amx_bf16" in cpu_info("flags").split() and bfloat16_available()
 
 
-def auto_quantize() -> str:
+def auto_quantize(single_edit: bool = False) -> str:
     """What `--quantize auto` loads on this CPU: the fastest weights measured to keep float32's pass@1 on
-    the steering sets (docs/BENCHMARKS.md): a bfloat16 decoder on CPUs with AMX, float16 weights where
-    fbgemm's float16 product runs (AVX2 + F16C), float32 ("none") elsewhere."""
+    the steering sets (docs/BENCHMARKS.md). A bfloat16 decoder on CPUs with AMX. Float16 weights where
+    fbgemm's float16 product runs (AVX2 + F16C), except for a process that makes a `single_edit` (one
+    `edit FILE INSTRUCTION`): packing them costs ~4.5 s at each load on 2 cores, more than float16 saves
+    on a short edit. Float32 ("none") elsewhere."""
     if has_amx():
         return "bfloat16"
-    return "float16" if has_float16_product() else "none"
+    return "float16" if has_float16_product() and not single_edit else "none"
 
 
 def bfloat16_weights(model: nn.Module) -> nn.Module:

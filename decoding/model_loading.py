@@ -10,8 +10,8 @@ weight (lm_head included) in float16 for fbgemm's product with float32 activatio
 half the bytes a step reads, rounding only the weights); `quantize="int8"` swaps every Linear for a
 dynamically quantised one, which is about 3x faster on CPU but changes some greedy picks; `quantize="bfloat16"`
 runs the decoder in bfloat16 with a float32 lm_head (`cpu_linear.bfloat16_weights`), and "auto" (what `edit`
-loads) is bfloat16 on CPUs with AMX, float16 on other x86 CPUs with AVX2 and F16C, float32 elsewhere
-(`resolve_quantize`).
+loads) is bfloat16 on CPUs with AMX, float16 on other x86 CPUs with AVX2 and F16C (float32 for a single
+edit, which would not earn back the packing), float32 elsewhere (`resolve_quantize`).
 
 A LoRA adapter (`edit model train-edit`) is merged into the float weights at load, before any quantization:
 the one shipped for a registry model in decoding/adapters/<name>/ by default, another folder on request, or
@@ -42,11 +42,12 @@ QUANTIZE_MODES = get_args(Quantize)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def resolve_quantize(quantize: str) -> str:
-    """The mode "auto" stands for on this CPU (`cpu_linear.auto_quantize`); any other mode is itself."""
+def resolve_quantize(quantize: str, single_edit: bool = False) -> str:
+    """The mode "auto" stands for on this CPU, for a long-lived process or one that makes a `single_edit`
+    (`cpu_linear.auto_quantize`); any other mode is itself."""
     from .cpu_linear import auto_quantize
 
-    return auto_quantize() if quantize == "auto" else quantize
+    return auto_quantize(single_edit) if quantize == "auto" else quantize
 
 
 def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads: int | None = None,

@@ -433,6 +433,29 @@ def test_auto_quantize_is_bfloat16_on_amx_float16_on_avx2_float32_elsewhere(amx,
     assert resolve_quantize(asked) == loaded
 
 
+@pytest.mark.parametrize("amx, half, loaded", [(True, True, "bfloat16"), (False, True, "none"),
+                                              (False, False, "none")])
+def test_a_single_edit_from_the_shell_loads_float32_where_packing_float16_costs_more(amx, half, loaded, tmp_path,
+                                                                                   monkeypatch):
+    from decoding import cpu_linear
+    from editor.commands import propose
+
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: amx)
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: half)
+    made = []
+
+    def make_editor(**options):
+        made.append(options)
+        raise RuntimeError("no model in this test")
+
+    monkeypatch.setattr(propose, "make_editor", make_editor)
+    target = tmp_path / "a.py"
+    target.write_text("x = 1\n")
+    CliRunner().invoke(app, ["propose", str(target), "Rename x."])
+    CliRunner().invoke(app, ["propose", str(target), "Rename x.", "--quantize", "float16"])
+    assert [options["quantize"] for options in made] == [loaded, "float16"]
+
+
 @pytest.mark.parametrize("amx, half, dtype", [(True, True, torch.bfloat16), (False, True, torch.float16),
                                              (False, False, torch.float32)])
 def test_the_editor_loads_what_auto_stands_for_on_this_cpu(amx, half, dtype, tmp_path, monkeypatch):

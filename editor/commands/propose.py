@@ -40,7 +40,7 @@ def propose(
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32, float16 and bfloat16 models; on by default)."),
-    quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX, else none), none (float32), float16 (weights in float16, activations float32: "
+    quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX, else none: float16 would cost more to load than it saves on one edit), none (float32), float16 (weights in float16, activations float32: "
                                                                    "half the bytes a step reads; MTP heads apply), bfloat16 (x86 CPUs with AVX-512 "
                                                                    "or AMX: the decoder in bfloat16, logits float32; prefill ~4x faster) or int8 (about 3x faster, "
                                                                    "different greedy picks; no MTP heads)."),
@@ -59,11 +59,13 @@ def propose(
         raise typer.Exit(EXIT_USAGE)
     chosen_adapter = adapter_choice(adapter, no_adapter)
     try:
+        from decoding.model_loading import resolve_quantize
         from decoding.model_registry import ModelError
         from decoding.server_client import ServerError
 
         with err.status("loading the model..." if server is None else "loading the tokenizer..."):
-            editor = make_editor(model=model, quantize=quantize, threads=threads, spec=not no_spec, mtp=mtp,
+            editor = make_editor(model=model, quantize=resolve_quantize(quantize, single_edit=True),
+                                 threads=threads, spec=not no_spec, mtp=mtp,
                                  max_retries=max_retries, temperature=temperature, server=server,
                                  server_model=server_model, grammar=grammar, adapter=chosen_adapter)
         result = editor.edit(file, instruction, format=format, language=language,
