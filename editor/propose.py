@@ -114,7 +114,8 @@ class Editor:
     """Loads a model once; `edit()` many files with it (the prompt prefix cache is reused).
 
     model: "default", "1.5b", a local HF folder, a hub id or a .gguf path. quantize: "auto" (bfloat16 on CPUs
-    with AMX, float32 elsewhere), "none", "float16", "bfloat16" or "int8" (`decoding.model_loading.load_model`).
+    with AMX, float16 weights on other AVX2 CPUs, float32 elsewhere: `decoding.cpu_linear.auto_quantize`), "none",
+    "float16", "bfloat16" or "int8" (`decoding.model_loading.load_model`).
     `spec=False` turns speculative decoding off (plain constrained decoding, the same output when greedy). `mtp` (on by
     default) adds the model's MTP heads, where it has some (shipped or native; float32, float16-weight and
     bfloat16 models, not int8), to the copy drafter; they draft in int8 (`MTPHeads.quantize_drafting`), which never changes the output.

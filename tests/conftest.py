@@ -55,3 +55,10 @@ def float32_whatever_the_cpu(monkeypatch):
     monkeypatch.setattr(cpu_linear, "has_amx", lambda: False)
     monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: False)
     return real
+
+
+@pytest.fixture(autouse=True)
+def edit_loads_in_process(monkeypatch):
+    """`edit FILE INSTRUCTION` hands its request to a daemon that keeps the model loaded: CLI tests load
+    theirs in the test's process (their `make_editor` patches depend on it). Daemon tests turn it back on."""
+    monkeypatch.setenv("EDIT_KEEP_ALIVE", "0")

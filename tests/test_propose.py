@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,105 @@ def test_mtp_drafter_lives_as_long_as_the_generator_cache(taught):
     assert editor.mtp_drafter is drafter
     assert drafted_with and drafted_with[0][0].mtp is drafter
     assert second.edit_text == first.edit_text
+
+
+# --- the daemon that keeps the model loaded between `edit` calls (editor/daemon.py) ---------------------------
+
+
+@pytest.fixture
+def daemon_dir(monkeypatch):
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ed-"))  # short: a Unix socket's path has ~100 bytes
+    monkeypatch.setenv("EDIT_DAEMON_DIR", str(folder))
+    monkeypatch.delenv("EDIT_KEEP_ALIVE")
+    yield folder
+    for log in folder.glob("*.log"):  # stop what the test left running
+        for pid in re.findall(r"daemon (\d+) serving", log.read_text()):
+            if f"daemon {pid} exits" not in log.read_text():
+                try:
+                    os.kill(int(pid), 15)
+                except ProcessLookupError:
+                    pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_edit_hands_its_request_to_one_daemon_that_keeps_the_model_loaded(taught, tmp_path, daemon_dir):
+    from editor import cli
+
+    model, tokenizer = taught
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")  # (this tokenizer does not encode as before once reloaded)
+    args = [INSTRUCTION, "--model", str(tmp_path / "model"), "--format", "apply_patch", "--quantize", "none",
+            "--json"]
+    answers = []
+    for keep_alive in ("0", "60", "60"):  # in this process, then twice through the daemon
+        target = tmp_path / f"{len(answers)}" / "shapes.py"
+        target.parent.mkdir()
+        target.write_text(SOURCE)
+        result = CliRunner().invoke(cli.app, ["propose", str(target), *args, "--keep-alive", keep_alive])
+        answer = json.loads(result.stdout)
+        answers.append({key: answer[key] for key in ("ok", "format", "edit", "diff", "errors")})
+        assert answer["stats"]["output_tokens"] > 0
+        assert target.read_text() == SOURCE  # --json never writes
+    assert answers[1] == answers[0] and answers[2] == answers[0]  # the daemon proposes what the CLI would
+    (log,) = daemon_dir.glob("*.log")
+    assert len(re.findall(r"daemon \d+ serving", log.read_text())) == 1  # loaded once for two edits
+    (socket_file,) = daemon_dir.glob("*.sock")
+    assert socket_file.stat().st_mode & 0o777 == 0o600
+    unloaded = CliRunner().invoke(cli.app, ["model", "unload"])
+    assert unloaded.exit_code == 0 and "stopped 1 edit daemon(s)" in unloaded.output
+    assert re.search(r"daemon \d+ exits", log.read_text()) and not list(daemon_dir.glob("*.sock"))
+
+
+def test_the_daemon_exits_after_its_keep_alive(tmp_path, daemon_dir):
+    import time
+
+    from editor import cli
+    from tests.tiny_models import save_instant_model
+
+    target = tmp_path / "a.py"
+    target.write_text("x = 1\n")
+    result = CliRunner().invoke(cli.app, ["propose", str(target), "Rename x.", "--model",
+                                          str(save_instant_model(tmp_path / "model")), "--quantize", "none",
+                                          "--keep-alive", "0.5", "--json"])
+    assert "stats" in json.loads(result.stdout)  # answered by the daemon
+    deadline = time.monotonic() + 20
+    while list(daemon_dir.glob("*.sock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(daemon_dir.glob("*.sock"))
+    assert re.search(r"daemon \d+ exits", next(daemon_dir.glob("*.log")).read_text())
+
+
+def test_a_model_the_daemon_cannot_load_is_a_usage_error(tmp_path, daemon_dir):
+    from editor import cli
+
+    target = tmp_path / "a.py"
+    target.write_text("x = 1\n")
+    result = CliRunner().invoke(cli.app, ["propose", str(target), "Rename x.", "--model", "70b"])
+    assert result.exit_code == 2
+    assert "unknown model '70b'" in result.output
+
+
+def test_keep_alive_comes_from_the_option_the_environment_or_the_default(monkeypatch):
+    from editor import daemon
+
+    monkeypatch.delenv("EDIT_KEEP_ALIVE")
+    assert daemon.keep_alive_seconds(None) == daemon.DEFAULT_KEEP_ALIVE
+    monkeypatch.setenv("EDIT_KEEP_ALIVE", "12")
+    assert daemon.keep_alive_seconds(None) == 12 and daemon.keep_alive_seconds(0) == 0
+    monkeypatch.setenv("EDIT_KEEP_ALIVE", "soon")
+    with pytest.raises(daemon.DaemonError, match="EDIT_KEEP_ALIVE='soon'"):
+        daemon.keep_alive_seconds(None)
+
+
+def test_the_daemon_folder_must_be_private(tmp_path, monkeypatch):
+    from editor import daemon
+
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    monkeypatch.setenv("EDIT_DAEMON_DIR", str(folder))
+    with pytest.raises(daemon.DaemonError, match="0700"):
+        daemon.daemon_dir()

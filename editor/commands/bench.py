@@ -135,8 +135,9 @@ def bench_quality(
                                                        "(60 EditEval, 40 HumanEvalFix items)."),
     span: str = typer.Option(None, "--items", help="Only the set's items START to END-1, given as START:END (e.g. 0:20 or 40:)."),
     limit: int = typer.Option(None, "--limit", help="Only the first N items (of the set, after --items)."),
-    quantize: str = typer.Option("auto", "--quantize", help="auto (as `edit`: bfloat16 on CPUs with AMX, else none), none "
-                                                           "(float32), float16, bfloat16 or int8."),
+    quantize: str = typer.Option("auto", "--quantize", help="auto (as the Editor: bfloat16 on CPUs with AMX, float16 on "
+                                                           "other AVX2 CPUs, else none), none (float32), float16, "
+                                                           "bfloat16 or int8."),
     max_retries: int = typer.Option(DEFAULT_RETRIES, "--max-retries", help="Tries after a rejected edit (default: as `edit`)."),
     cache: Path = typer.Option(None, "--cache", file_okay=False,
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),

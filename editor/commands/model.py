@@ -68,3 +68,11 @@ def list_models() -> None:
         table.add_row(name, spec.description, state, f"{size / 2**30:.2f} GiB" if size else "-",
                       str(path) if path else f"edit model install {name}")
     Console().print(table)
+
+
+@model_app.command("unload")
+def unload() -> None:
+    """Stop the daemons that keep a model loaded between `edit` calls (see --keep-alive), freeing their memory."""
+    from ..daemon import stop_all
+
+    typer.echo(f"stopped {stop_all()} edit daemon(s)")

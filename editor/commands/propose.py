@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .. import daemon
 from ..errors import EditError
+from ..files import read_document
 from ..propose import DEFAULT_RETRIES
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 from .apply import print_diff
@@ -40,7 +42,7 @@ def propose(
     temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy."),
     no_spec: bool = typer.Option(False, "--no-spec", help="Plain decoding: no copy or MTP drafts."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Also draft with the model's MTP heads (float32, float16 and bfloat16 models; on by default)."),
-    quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX, else none: float16 would cost more to load than it saves on one edit), none (float32), float16 (weights in float16, activations float32: "
+    quantize: str = typer.Option("auto", "--quantize", help="auto (bfloat16 on CPUs with AMX; float16 on other AVX2 CPUs in the daemon that keeps the model loaded, float32 with --keep-alive 0, where packing float16 would cost more than it saves on one edit; else none), none (float32), float16 (weights in float16, activations float32: "
                                                                    "half the bytes a step reads; MTP heads apply), bfloat16 (x86 CPUs with AVX-512 "
                                                                    "or AMX: the decoder in bfloat16, logits float32; prefill ~4x faster) or int8 (about 3x faster, "
                                                                    "different greedy picks; no MTP heads)."),
@@ -51,6 +53,9 @@ def propose(
     grammar: bool = typer.Option(True, "--grammar/--no-grammar", help=GRAMMAR_HELP),
     adapter: Path = typer.Option(None, "--adapter", file_okay=False, help=ADAPTER_HELP),
     no_adapter: bool = typer.Option(False, "--no-adapter", help=NO_ADAPTER_HELP),
+    keep_alive: float = typer.Option(None, "--keep-alive", help="Seconds the model stays loaded after this edit, "
+                                     "in a background daemon that the next `edit` with the same options reuses "
+                                     "(default 300, or $EDIT_KEEP_ALIVE); 0 loads it in this process only."),
 ) -> None:
     """Propose an edit of FILE with a local model (also: `edit FILE INSTRUCTION`)."""
     err = Console(stderr=True)
@@ -58,18 +63,35 @@ def propose(
         err.print(f"[red]error:[/] {file}: no such file")
         raise typer.Exit(EXIT_USAGE)
     chosen_adapter = adapter_choice(adapter, no_adapter)
+    options = {"model": str(Path(model).resolve()) if model and Path(model).exists() else model,
+               "quantize": quantize, "threads": threads, "spec": not no_spec, "mtp": mtp, "max_retries": max_retries,
+               "temperature": temperature, "grammar": grammar,
+               "adapter": str(chosen_adapter.resolve()) if isinstance(chosen_adapter, Path) else chosen_adapter}
+    on_progress = None if as_json else _progress(err)
     try:
-        from decoding.model_loading import resolve_quantize
+        seconds_kept = daemon.keep_alive_seconds(keep_alive)
+    except daemon.DaemonError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
         from decoding.model_registry import ModelError
         from decoding.server_client import ServerError
 
-        with err.status("loading the model..." if server is None else "loading the tokenizer..."):
-            editor = make_editor(model=model, quantize=resolve_quantize(quantize, single_edit=True),
-                                 threads=threads, spec=not no_spec, mtp=mtp,
-                                 max_retries=max_retries, temperature=temperature, server=server,
-                                 server_model=server_model, grammar=grammar, adapter=chosen_adapter)
-        result = editor.edit(file, instruction, format=format, language=language,
-                             on_progress=None if as_json else _progress(err))
+        result = None
+        if server is None and seconds_kept > 0:
+            try:
+                result = _propose_in_daemon(err, options, seconds_kept, file,
+                                            instruction, format, language, on_progress)
+            except daemon.DaemonError as exc:
+                err.print(f"[yellow]warning:[/] {exc}; loading the model in this process", highlight=False)
+        if result is None:
+            from decoding.model_loading import resolve_quantize
+
+            with err.status("loading the model..." if server is None else "loading the tokenizer..."):
+                editor = make_editor(**{**options, "quantize": resolve_quantize(quantize, single_edit=True),
+                                        "model": model, "adapter": chosen_adapter},
+                                     server=server, server_model=server_model)
+            result = editor.edit(file, instruction, format=format, language=language, on_progress=on_progress)
     except (EditError, ModelError, ServerError) as exc:
         if as_json:
             print(json.dumps({"ok": False, "errors": [{"file": str(file), "line": None, "message": str(exc)}]}))
@@ -107,6 +129,24 @@ def propose(
         err.print("rejected, nothing written")
         raise typer.Exit(EXIT_REJECTED)
     err.print(f"wrote {file}")
+
+
+def _propose_in_daemon(err: Console, options: dict, keep_alive: float, file: Path, instruction: str, format: str,
+                       language: str | None, on_progress):
+    """The edit from the daemon that keeps the model loaded (`editor.daemon`); a spinner until it decodes."""
+    status = err.status("loading the model (kept loaded for the next edit)...")
+    status.start()
+
+    def report(stats) -> None:
+        status.stop()
+        if on_progress is not None:
+            on_progress(stats)
+
+    try:
+        return daemon.propose(options, keep_alive, name=file.name, text=read_document(file).text,
+                              instruction=instruction, format=format, language=language, on_progress=report)
+    finally:
+        status.stop()
 
 
 def adapter_choice(adapter: Path | None, no_adapter: bool) -> bool | Path:
