@@ -62,7 +62,12 @@ def daemon_dir() -> Path:
 
 
 def socket_path(options: dict) -> Path:
-    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    """The socket of the daemon for these Editor options and this code: after an upgrade or a change to the
+    package (any .py file of editor/ or decoding/), `edit` starts a new daemon rather than ask an old one."""
+    root = Path(__file__).resolve().parents[1]
+    code = [(str(file), file.stat().st_mtime_ns, file.stat().st_size)
+            for package in ("editor", "decoding") for file in sorted((root / package).rglob("*.py"))]
+    key = hashlib.sha256(json.dumps([options, code], sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return daemon_dir() / f"{key}.sock"
 
 

@@ -389,3 +389,12 @@ def test_the_daemon_folder_must_be_private(tmp_path, monkeypatch):
     monkeypatch.setenv("EDIT_DAEMON_DIR", str(folder))
     with pytest.raises(daemon.DaemonError, match="0700"):
         daemon.daemon_dir()
+
+
+def test_one_daemon_per_set_of_options(daemon_dir):
+    from editor import daemon
+
+    options = {"model": None, "quantize": "auto", "threads": None}
+    assert daemon.socket_path(options) == daemon.socket_path(dict(reversed(options.items())))
+    assert daemon.socket_path(options) != daemon.socket_path({**options, "quantize": "none"})
+    assert daemon.socket_path(options).parent == daemon_dir
