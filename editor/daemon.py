@@ -19,7 +19,6 @@ or the error. `edit model unload` stops every daemon of the user (`stop_all`).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from .errors import EditError
 
 DEFAULT_KEEP_ALIVE = 300.0
 START_TIMEOUT = 30.0  # seconds for a new daemon to open its socket; it loads the model after
+MAX_LOG_BYTES = 1_000_000
 
 
 class DaemonError(RuntimeError):
@@ -42,7 +42,10 @@ class DaemonError(RuntimeError):
 
 
 def keep_alive_seconds(option: float | None) -> float:
-    """--keep-alive if given, else $EDIT_KEEP_ALIVE, else DEFAULT_KEEP_ALIVE."""
+    """--keep-alive if given, else $EDIT_KEEP_ALIVE, else DEFAULT_KEEP_ALIVE; 0 where there is no daemon
+    (not a POSIX system: it needs Unix sockets and flock)."""
+    if os.name != "posix":
+        return 0.0
     if option is not None:
         return option
     value = os.environ.get("EDIT_KEEP_ALIVE", "").strip()
@@ -136,6 +139,8 @@ def _connect(path: Path) -> socket.socket | None:
 
 def _start(options: dict, keep_alive: float, path: Path) -> socket.socket:
     log = path.with_suffix(".log")
+    if log.exists() and log.stat().st_size > MAX_LOG_BYTES:
+        log.unlink()  # appended to by each daemon of these options; kept short
     with open(log, "ab") as out:
         daemon = subprocess.Popen([sys.executable, "-m", "editor.daemon", str(path), json.dumps(options),
                                    str(keep_alive)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -157,6 +162,8 @@ def _start(options: dict, keep_alive: float, path: Path) -> socket.socket:
 
 def serve(path: Path, options: dict, keep_alive: float) -> None:
     """Answer requests on `path` until `keep_alive` seconds pass without one; the Editor loads at the first."""
+    import fcntl  # POSIX only, as the daemon is
+
     lock = open(path.with_suffix(".lock"), "w")  # held (open) for the daemon's life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
