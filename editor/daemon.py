@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,19 +80,20 @@ def socket_path(options: dict) -> Path:
 
 def propose(options: dict, keep_alive: float, *, name: str, text: str, instruction: str, format: str,
             language: str | None, on_progress=None):
-    """`Editor(**options).edit(text, instruction, path=name, ...)` in the daemon for `options` (JSON values),
-    started if none runs. Returns an `EditResult` (without the parsed edit); raises the `EditError` or
+    """`Editor(**options).edit(text, instruction, path=name, ...)` in the daemon for `options` (JSON values, or
+    folders as Paths), started if none runs. Returns an `EditResult` (without the parsed edit); raises the `EditError` or
     `ModelError` the daemon met, or `DaemonError`."""
     from decoding.model_registry import ModelError
 
     from .propose import EditResult
 
+    options = {name: str(Path(value).resolve()) if isinstance(value, Path) else value
+               for name, value in options.items()}  # a folder named as it was, from wherever `edit` runs
     path = socket_path(options)
     connection = _connect(path) or _start(options, keep_alive, path)
     request = {"name": name, "text": text, "instruction": instruction, "format": format, "language": language}
     with connection, connection.makefile("rw", encoding="utf-8", newline="\n") as stream:
-        stream.write(json.dumps(request) + "\n")
-        stream.flush()
+        _send(stream, request)
         for line in stream:
             answer = json.loads(line)
             if "progress" in answer:
@@ -118,13 +120,17 @@ def stop_all() -> int:
         if connection is None:
             continue
         with connection, connection.makefile("rw", encoding="utf-8", newline="\n") as stream:
-            stream.write(json.dumps({"stop": True}) + "\n")
-            stream.flush()
+            _send(stream, {"stop": True})
             stopped += bool(stream.readline())
         deadline = time.monotonic() + 5
         while path.exists() and time.monotonic() < deadline:  # gone once the daemon has closed its socket
             time.sleep(0.02)
     return stopped
+
+
+def _send(stream, message: dict) -> None:
+    stream.write(json.dumps(message) + "\n")
+    stream.flush()
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -188,7 +194,7 @@ def serve(path: Path, options: dict, keep_alive: float) -> None:
                 try:
                     request = json.loads(stream.readline())
                     if request.get("stop"):
-                        stream.write(json.dumps({"stopped": os.getpid()}) + "\n")
+                        _send(stream, {"stopped": os.getpid()})
                         return
                     editor = answer(stream, request, editor, options)
                 except OSError:
@@ -206,12 +212,8 @@ def answer(stream, request: dict, editor, options: dict):
 
     from .propose import Editor
 
-    def send(message: dict) -> None:
-        stream.write(json.dumps(message) + "\n")
-        stream.flush()
-
     def progress(stats) -> None:
-        send({"progress": {"new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s,
+        _send(stream, {"progress": {"new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s,
                            "verifications": stats.verifications, "mean_accepted": stats.mean_accepted}})
 
     try:
@@ -220,22 +222,22 @@ def answer(stream, request: dict, editor, options: dict):
         result = editor.edit(request["text"], request["instruction"], path=request["name"],
                              format=request["format"], language=request["language"], on_progress=progress)
     except EditError as exc:
-        send({"error": {"kind": "edit", **exc.to_json()}})
+        _send(stream, {"error": {"kind": "edit", **exc.to_json()}})
     except OSError:
         raise  # the client went away: nothing to answer
     except (ModelError, ServerError) as exc:
-        send({"error": {"kind": "model", "message": str(exc)}})
+        _send(stream, {"error": {"kind": "model", "message": str(exc)}})
         if editor is None:
             raise SystemExit(1)  # nothing loaded: the next `edit` starts afresh
     except Exception as exc:  # noqa: BLE001 - reported to the client, the traceback kept in the log
         import traceback
 
         traceback.print_exc()
-        send({"error": {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}})
+        _send(stream, {"error": {"kind": "internal", "message": f"{type(exc).__name__}: {exc}"}})
     else:
-        send({"result": {"path": result.path, "format": result.format, "edit_text": result.edit_text,
-                         "old_text": result.old_text, "new_text": result.new_text, "diff": result.diff,
-                         "diagnostics": result.diagnostics, "stats": result.stats}})
+        # every field of the EditResult but the parsed edit, which the CLI does not need
+        _send(stream, {"result": {field.name: getattr(result, field.name) for field in fields(result)
+                                  if field.name != "edit"}})
     return editor
 
 

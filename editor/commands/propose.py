@@ -63,10 +63,9 @@ def propose(
         err.print(f"[red]error:[/] {file}: no such file")
         raise typer.Exit(EXIT_USAGE)
     chosen_adapter = adapter_choice(adapter, no_adapter)
-    options = {"model": str(Path(model).resolve()) if model and Path(model).exists() else model,
-               "quantize": quantize, "threads": threads, "spec": not no_spec, "mtp": mtp, "max_retries": max_retries,
-               "temperature": temperature, "grammar": grammar,
-               "adapter": str(chosen_adapter.resolve()) if isinstance(chosen_adapter, Path) else chosen_adapter}
+    options = {"model": Path(model) if model and Path(model).exists() else model, "quantize": quantize,
+               "threads": threads, "spec": not no_spec, "mtp": mtp, "max_retries": max_retries,
+               "temperature": temperature, "grammar": grammar, "adapter": chosen_adapter}
     on_progress = None if as_json else _progress(err)
     try:
         seconds_kept = daemon.keep_alive_seconds(keep_alive)
@@ -88,8 +87,8 @@ def propose(
             from decoding.model_loading import resolve_quantize
 
             with err.status("loading the model..." if server is None else "loading the tokenizer..."):
-                editor = make_editor(**{**options, "quantize": resolve_quantize(quantize, single_edit=True),
-                                        "model": model, "adapter": chosen_adapter},
+                editor = make_editor(**{**options, "model": model,
+                                        "quantize": resolve_quantize(quantize, single_edit=True)},
                                      server=server, server_model=server_model)
             result = editor.edit(file, instruction, format=format, language=language, on_progress=on_progress)
     except (EditError, ModelError, ServerError) as exc:
