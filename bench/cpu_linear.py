@@ -17,7 +17,8 @@ int8 and int4 (aten's `_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, grou
 (torch.ao: activations quantised too). This is what chose `--quantize float16`.
 
 --weights times the whole model as `load_model` loads it with each `--quantize` mode: load seconds, a
-prefill of --context tokens, and forwards of 1, 2, 4 and 8 tokens from that KV cache.
+prefill of --context tokens, and forwards of 1, 2, 4 and 8 tokens from that KV cache, each through
+transformers' forward and through decoding.lean_forward (what decoding uses).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from bench.apply import median_ms
+from decoding import lean_forward
 from decoding.model_loading import load_model
 from decoding.cpu_linear import fast_linear_forward, onednn_product, transposed_product
 
@@ -52,11 +54,16 @@ def onednn_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return onednn_product(x, self.weight, self.bias)
 
 
-def forward_of(model, cache, new: torch.Tensor):
-    """length -> a forward of new[:, :length] after the KV cache, which it leaves as it found it (timed alone)."""
+def forward_of(model, cache, new: torch.Tensor, lean: bool = False):
+    """length -> a forward of new[:, :length] after the KV cache, which it leaves as it found it (timed alone);
+    through transformers' forward, or with `lean` through decoding.lean_forward (what decoding runs)."""
     def step(length: int):
         def forward():
-            model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
+            if lean:
+                past = cache.get_seq_length()
+                lean_forward.forward(model, new[:, :length], torch.arange(past, past + length)[None], cache, length)
+            else:
+                model(input_ids=new[:, :length], cache=cache, use_cache=True, logits_to_keep=length)
             cache.crop(-length)
         return forward
     return step
@@ -110,11 +117,13 @@ def run_weights(model_spec: str, modes: list[str], context: int, repeats: int) -
             started = time.perf_counter()
             model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
             prefill_ms = (time.perf_counter() - started) * 1000
-            step = forward_of(model, cache, torch.randint(0, vocab, (1, max(WEIGHT_LENGTHS))))
-            steps = {}
+            new = torch.randint(0, vocab, (1, max(WEIGHT_LENGTHS)))
+            paths = {"transformers": forward_of(model, cache, new), "lean": forward_of(model, cache, new, lean=True)}
+            steps = {path: {} for path in paths}
             for length in WEIGHT_LENGTHS:
-                step(length)()  # warm-up, untimed
-                steps[str(length)] = median_ms(step(length), repeats)
+                for path, step in paths.items():  # alternating per length: both see the same machine
+                    step(length)()  # warm-up, untimed
+                    steps[path][str(length)] = median_ms(step(length), repeats)
         rows.append({"quantize": mode, "load_s": load_s, "prefill_ms": prefill_ms, "forward_ms": steps})
         del model
     return {"model": model_spec, "context": context, "repeats": repeats, "threads": torch.get_num_threads(),
@@ -125,12 +134,14 @@ def markdown_weights(report: dict) -> str:
     lines = [f"{report['model']}, prefill of {report['context']} tokens, then forwards from that KV cache; "
              f"{report['threads']} threads, median of {report['repeats']}", "",
              "| --quantize | load s | prefill ms (tokens/s) | " +
-             " | ".join(f"forward of {n} ms" for n in WEIGHT_LENGTHS) + " |",
+             " | ".join(f"forward of {n} ms, transformers / lean" for n in WEIGHT_LENGTHS) + " |",
              "|---|---:|---:|" + "---:|" * len(WEIGHT_LENGTHS)]
     for row in report["rows"]:
         rate = report["context"] / row["prefill_ms"] * 1000
+        steps = row["forward_ms"]
         lines.append(f"| {row['quantize']} | {row['load_s']:.1f} | {row['prefill_ms']:.0f} ({rate:.0f}) | " +
-                     " | ".join(f"{row['forward_ms'][str(n)]:.1f}" for n in WEIGHT_LENGTHS) + " |")
+                     " | ".join(f"{steps['transformers'][str(n)]:.1f} / {steps['lean'][str(n)]:.1f}"
+                                for n in WEIGHT_LENGTHS) + " |")
     return "\n".join(lines)
 
 

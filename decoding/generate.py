@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from decoding import lean_forward
 from decoding.constraint import apply_mask
 from decoding.drafters import Draft, Drafter, HiddenStates
 
@@ -195,6 +196,8 @@ def model_forward(model, tokens: list[int], cache, start: int, logits_to_keep: i
     device = model.get_input_embeddings().weight.device  # the input side: int8 output layers hold no .weight tensor
     input_ids = torch.tensor([tokens], device=device)  # [1, T]
     position_ids = torch.arange(start, start + len(tokens), device=device)[None]  # [1, T]
+    if lean_forward.supports(model):
+        return lean_forward.forward(model, input_ids, position_ids, cache, logits_to_keep)[0].float()
     out = model(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True,
                 logits_to_keep=logits_to_keep)
     return out.logits[0].float()
