@@ -1,4 +1,4 @@
-"""Forward time of the default model for the few-token inputs of decoding, per Linear path: F.linear (MKL),
+"""Forward time of a model (default: the 0.5B) for the few-token inputs of decoding, per Linear path: F.linear (MKL),
 the transposed product alone (up to 8 rows), oneDNN's, and what `load_model` uses (`decoding.cpu_linear`: for a
 few rows, MKL's F.linear on Intel CPUs and the transposed product elsewhere; oneDNN's beyond).
 
@@ -212,7 +212,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="0.5b")
     parser.add_argument("--context", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)

@@ -76,9 +76,12 @@ def cache_settings(model: str, quantize: str, max_retries: int, *, server: str |
     made before adapters existed, whose results stay valid. A server's run is kept apart by its URL."""
     from decoding.adapter import adapter_key
     from decoding.model_loading import adapter_folder, resolve_quantize
+    from decoding.model_registry import REGISTRY
 
-    # "auto" is keyed by what it loads on this CPU, so rows of the same weights meet whichever way they were asked for
-    settings = {"model": model, "quantize": resolve_quantize(quantize), "max_retries": max_retries}
+    # "auto" is keyed by what it loads on this CPU, and "default" by the registry model it names, so rows of the
+    # same weights meet whichever way they were asked for
+    name = REGISTRY[model].name if model in REGISTRY else model
+    settings = {"model": name, "quantize": resolve_quantize(quantize), "max_retries": max_retries}
     if server is not None:
         settings["server"] = server
         return settings

@@ -31,9 +31,9 @@ from .adapter import check_folder, merge_adapter, read_card
 from .model_registry import REGISTRY, ModelError, converted_dir, file_sha256, gguf_path, is_installed
 
 HEADS_DIR = Path(__file__).parent / "heads"
-SHIPPED_HEADS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
+SHIPPED_HEADS = {"0.5b": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/heads
 ADAPTERS_DIR = Path(__file__).parent / "adapters"
-SHIPPED_ADAPTERS = {"default": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/adapters
+SHIPPED_ADAPTERS = {"0.5b": "qwen2.5-coder-0.5b-instruct"}  # registry name -> folder under decoding/adapters
 HEADS_FILE = "mtp.safetensors"
 DRAFT_VOCAB_FILE = "draft_vocab.safetensors"  # the token ids the shipped heads draft among
 
@@ -60,8 +60,18 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     """
     import torch
 
-    from .cpu_linear import (bfloat16_available, bfloat16_weights, float16_available, float16_weights, quantize_int8,
-                             speed_up_small_batches)
+    quantize = checked_quantize(quantize)
+    torch.set_num_threads(thread_count(threads))
+    folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
+    model, tokenizer = load_pretrained(resolve(spec))
+    if folder is not None:  # into the float weights, before any quantization rounds them
+        merge_adapter(model, folder)
+    return quantize_loaded(model, quantize), tokenizer
+
+
+def checked_quantize(quantize: str) -> str:
+    """`quantize` resolved ("auto" for a long-lived process), or ModelError where this CPU or build lacks it."""
+    from .cpu_linear import bfloat16_available, float16_available
 
     if quantize not in QUANTIZE_MODES:
         raise ModelError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
@@ -72,11 +82,14 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
     if quantize == "bfloat16" and not bfloat16_available():
         raise ModelError("--quantize bfloat16 needs oneDNN's bfloat16 kernels, which this CPU or torch build "
                          "lacks (x86 CPUs with AVX-512 or AMX have them); use none, float16 or int8")
-    torch.set_num_threads(thread_count(threads))
-    folder = adapter_folder(spec, adapter)  # before the load: a bad adapter folder fails at once
-    model, tokenizer = load_pretrained(resolve(spec))
-    if folder is not None:  # into the float weights, before any quantization rounds them
-        merge_adapter(model, folder)
+    return quantize
+
+
+def quantize_loaded(model, quantize: str):
+    """A float32 model (as loaded, or as `load_model` returns it with "none") with its weights in the resolved
+    mode `quantize`, in place where the mode allows (int8 makes a copy); returns it in eval mode."""
+    from .cpu_linear import bfloat16_weights, float16_weights, quantize_int8, speed_up_small_batches
+
     if quantize == "int8":
         model = quantize_int8(model)
     elif quantize == "float16":
@@ -85,7 +98,7 @@ def load_model(spec: str | None = None, *, quantize: Quantize = "none", threads:
         bfloat16_weights(model)
     else:
         speed_up_small_batches(model)
-    return model.eval(), tokenizer
+    return model.eval()
 
 
 def adapter_folder(spec: str | None, adapter: bool | str | Path = True) -> Path | None:
@@ -107,11 +120,11 @@ def adapter_folder(spec: str | None, adapter: bool | str | Path = True) -> Path 
 def shipped_folder(root: Path, shipped: dict[str, str], spec: str | None) -> Path | None:
     """The folder under `root` shipped for registry model `spec` (heads or an adapter), if there is one and its
     card.json names the registry's sha256 of the model (files trained on other weights are never used)."""
-    name = spec or "default"
-    if name not in shipped or name not in REGISTRY:
+    model = REGISTRY.get(spec or "default")
+    if model is None or model.name not in shipped:
         return None
-    folder = root / shipped[name]
-    return folder if read_card(folder).get("base_sha256") == REGISTRY[name].sha256 else None
+    folder = root / shipped[model.name]
+    return folder if read_card(folder).get("base_sha256") == model.sha256 else None
 
 
 def load_tokenizer(spec: str | None = None):

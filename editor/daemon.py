@@ -5,9 +5,11 @@ reading the weights and building the MTP heads take ~7-10 s on 2 cores, a short 
 hands its request to a daemon that holds an `Editor` with the same options, and starts one in the
 background when none is running; the daemon exits after `keep_alive` seconds without a request
 (`edit --keep-alive`, $EDIT_KEEP_ALIVE, default 300; 0: no daemon, the model is loaded in-process).
-Being long-lived, the daemon loads what `--quantize auto` means for a long-lived process (float16 weights
-on AVX2 CPUs), and its Editor keeps the KV cache of the last prompt, whose instructions the next
-request of the same format shares.
+Being long-lived, the daemon ends up with what `--quantize auto` means for a long-lived process (float16
+weights on AVX2 CPUs), but answers its first edit with what it means for one edit (float32 there) and packs
+float16 after that answer (`first_load`), so the `edit` that starts it waits no longer than one in-process
+edit. Its Editor keeps the KV cache of the last prompt, whose instructions the next request of the same
+format shares.
 
 The daemon only proposes: it reads no user file and writes none. The CLI sends the file's text and
 writes the accepted edit itself, atomically, as before. It listens on a Unix socket only its user can
@@ -183,6 +185,7 @@ def serve(path: Path, options: dict, keep_alive: float) -> None:
     listener.settimeout(keep_alive)
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} daemon {os.getpid()} serving {options}", flush=True)
     editor = None
+    first_options, later_weights = first_load(options)
     try:
         while True:
             try:
@@ -196,13 +199,34 @@ def serve(path: Path, options: dict, keep_alive: float) -> None:
                     if request.get("stop"):
                         _send(stream, {"stopped": os.getpid()})
                         return
-                    editor = answer(stream, request, editor, options)
+                    editor = answer(stream, request, editor, first_options)
                 except OSError:
                     pass  # the client went away (Ctrl-C): its edit is dropped, the model stays loaded
+            if editor is not None and later_weights is not None:  # the client has its answer: convert now
+                started = time.perf_counter()
+                editor.requantize(later_weights)
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} weights now {later_weights} "
+                      f"({time.perf_counter() - started:.1f} s)", flush=True)
+                later_weights = None
     finally:
         path.unlink(missing_ok=True)
         listener.close()
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} daemon {os.getpid()} exits", flush=True)
+
+
+def first_load(options: dict) -> tuple[dict, str | None]:
+    """The Editor options the daemon loads its model with, and the weights it converts it to once the first edit
+    is answered (None: it loads those at once). Where `--quantize auto` means float16 for a long-lived process
+    and float32 for one edit, the first edit is answered in float32: packing float16 weights costs more than
+    float16 saves on one short edit (the 1.5B: ~15 s of packing), and the `edit` that started the daemon would
+    otherwise wait for it."""
+    from decoding.model_loading import resolve_quantize
+
+    quantize = options.get("quantize", "auto")
+    now, later = resolve_quantize(quantize, single_edit=True), resolve_quantize(quantize)
+    if now == later or options.get("server"):
+        return options, None
+    return {**options, "quantize": now}, later
 
 
 def answer(stream, request: dict, editor, options: dict):

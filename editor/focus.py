@@ -1,13 +1,13 @@
 """Excerpts of long files: the units an instruction is about, shown to the model without the rest.
 
 Asked to change one function of an 800-line file, a whole-file rewrite reads 800 lines and types them all
-again, and the default 0.5B model mostly drops most of them (docs/BENCHMARKS.md, long sets). An `excerpt` edit
+again, and the 0.5B model mostly drops most of them (docs/BENCHMARKS.md, long sets). An `excerpt` edit
 shows the model only the file's imports and the top-level units the instruction is about (`focus`), as if they
 were the whole file; the model rewrites them as it rewrites a short file, and `View.splice` puts the new lines
 in place. Lines left out are never shown, so they are never changed or lost.
 
 Nothing marks where lines are left out: with a marker line (`# ... (40 lines not shown)`) and a prompt saying
-so, the default model changed nothing on 18 of 40 long HumanEvalFix items and passed 3; shown the excerpt as a
+so, the 0.5B model changed nothing on 18 of 40 long HumanEvalFix items and passed 3; shown the excerpt as a
 file, under the whole-file prompt, it changed something on all 40 and passed 5, as it does on the short items.
 
 Which units: the instruction's words scored against each top-level unit (BM25 over the file's units; a unit
@@ -126,7 +126,7 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
     they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has. An answer
     that has none of any unit is new code, and goes after them. A rewrite that leaves a unit out is a model
     that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours
-    and asked to change dedent, the default model stopped after dedent, and the two functions after it would
+    and asked to change dedent, the 0.5B model stopped after dedent, and the two functions after it would
     have been deleted."""
     old = apply_patch.split_lines(excerpt)[0]
     new = answer.removesuffix("\n").split("\n") if answer else []

