@@ -192,7 +192,7 @@ def test_hook_instruction_without_a_model_says_how_to_install_one(repo, monkeypa
     before = snapshot(repo)
     result = run("hook-instruction", "--instruction", "Add docstrings", "src/app.py")
     assert result.exit_code == 1
-    assert "edit model install default" in result.output
+    assert "edit model install 1.5b" in result.output  # the default model
     assert snapshot(repo) == before
 
 

@@ -314,7 +314,7 @@ def test_propose_edit_without_a_model_says_how_to_install_one(root, tmp_path):
     before = snapshot(root)
     no_model, escape = session_run(root, steps, env={"EDIT_CACHE_DIR": str(tmp_path / "empty-cache")})
     assert "no model to propose edits with" in no_model
-    assert "edit model install default" in no_model
+    assert "edit model install 1.5b" in no_model  # the default model
     assert "'..' are refused" in escape
     assert snapshot(root) == before
 
