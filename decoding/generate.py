@@ -383,6 +383,22 @@ class Generator:
             return cache, keep
         return DynamicCache(config=self.model.config), 0
 
+    @torch.no_grad()
+    def prime(self, tokens: list[int], drafters: tuple[Drafter, ...] | list[Drafter] = ()) -> None:
+        """Fill a fresh KV cache with `tokens`, a prefix the next prompts are expected to share (e.g. the last
+        prompt, after the model's weights changed), and give `drafters` the hidden states for it, as if a
+        generation had just read it."""
+        drafters = list(drafters)
+        self._cache, self._cache_tokens = None, []
+        cache = DynamicCache(config=self.model.config)
+        with capture_hidden(self.model, any(d.needs_hidden for d in drafters)) as hidden:
+            for drafter in drafters:
+                drafter.begin(tokens, 0)
+            if tokens:
+                prefill(self.model, tokens, cache, 0)
+                self._observe(drafters, hidden, len(tokens))
+        self._cache, self._cache_tokens = cache, list(tokens)
+
     @staticmethod
     def _propose(drafters: list[Drafter], tokens: list[int], k: int) -> Draft:
         best = Draft([], None, "")

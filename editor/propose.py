@@ -174,19 +174,22 @@ class Editor:
     def requantize(self, quantize: str) -> None:
         """Convert the local model's float32 weights to `quantize` (as `load_model` would have loaded them) in
         place, between edits: the daemon answers its first edit in float32, which loads at once, and packs
-        float16 weights afterwards. The KV cache of the last prompt is dropped (it holds float32's values), and
-        MTP heads the Editor loaded are loaded again for the new lm_head."""
+        float16 weights afterwards. MTP heads the Editor loaded are loaded again for the new lm_head, and the
+        KV cache of the last prompt is computed again with the new weights (its float32 values would not give
+        what the new weights give), so the next edit of the same file and format reuses it as before."""
         from decoding.model_loading import checked_quantize, load_drafting_heads, quantize_loaded
 
         from .generation import LocalModel
 
         if not isinstance(self.backend, LocalModel):
             raise ValueError("requantize needs a local model; a server keeps its own weights")
+        prefix = self.backend.generator._cache_tokens
         model = quantize_loaded(self.backend.model, checked_quantize(quantize))
         self.backend = LocalModel(model, self.tokenizer)
         if self._heads_of is not None:
             self.mtp_heads = load_drafting_heads(self._heads_of, model)
             self.mtp_drafter = mtp_drafter(self.mtp_heads) if self.mtp_heads is not None else None
+        self.backend.generator.prime(prefix, [self.mtp_drafter] if self.mtp_drafter is not None else [])
 
     def edit(self, path_or_text: str | os.PathLike, instruction: str, *, format: str = "auto",
              path: str | None = None, language: str | None = None, max_retries: int | None = None,

@@ -188,6 +188,39 @@ def test_prefix_cache_reuse_gives_same_output(qwen2):
     assert again.stats.model_calls == again.stats.verifications  # no prefill: everything was cached
 
 
+def recording(drafter) -> list[list[int]]:
+    """The drafts `drafter` proposes from now on, appended to the returned list."""
+    drafts, propose = [], drafter.propose
+
+    def record(tokens, k):
+        draft = propose(tokens, k)
+        drafts.append(list(draft.tokens))
+        return draft
+
+    drafter.propose = record
+    return drafts
+
+
+def test_a_primed_cache_serves_the_next_prompt_as_a_generated_one_would(qwen2):
+    heads = MTPHeads(qwen2, "qwen3_5", 1)
+    randomize(heads, 3)
+    generated = Generator(qwen2)
+    generated_drafter = MTPDrafter(heads)
+    first = generated.generate(PROMPT, max_new_tokens=20, eos_token_ids=[], drafters=[generated_drafter])
+    primed = Generator(qwen2)
+    primed_drafter = MTPDrafter(heads)
+    primed.prime(generated._cache_tokens, [primed_drafter])
+    assert primed._cache.get_seq_length() == len(generated._cache_tokens)
+    drafts = {"generated": recording(generated_drafter), "primed": recording(primed_drafter)}
+    extended = PROMPT + first.tokens[:5]
+    expected = generated.generate(extended, max_new_tokens=20, eos_token_ids=[], drafters=[generated_drafter])
+    got = primed.generate(extended, max_new_tokens=20, eos_token_ids=[], drafters=[primed_drafter])
+    assert got.tokens == expected.tokens
+    assert got.stats.model_calls == got.stats.verifications  # no prefill: the primed cache held the prefix
+    # the drafter got the prefix's hidden states: it drafts what the one that generated them drafts
+    assert drafts["primed"] == drafts["generated"] and len(drafts["primed"]) > 3
+
+
 def test_stats_are_consistent(qwen2):
     seen = []
     out = Generator(qwen2).generate(

@@ -425,9 +425,11 @@ def test_requantize_edits_as_an_editor_loaded_with_those_weights(taught, monkeyp
     loaded_as_float16 = Editor(model_obj=cpu_linear.float16_weights(copy.deepcopy(model)), tokenizer=tokenizer)
     editor = Editor(model_obj=copy.deepcopy(model), tokenizer=tokenizer)
     in_float32 = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    prefix = list(editor.backend.generator._cache_tokens)
     editor.requantize("float16")
     assert isinstance(editor.backend.model.lm_head, cpu_linear.Float16Linear)
-    assert editor.backend.generator._cache is None  # float32's KV cache is not reused with other weights
+    generator = editor.backend.generator  # the last prompt's KV cache, computed again with float16 weights
+    assert prefix and generator._cache_tokens == prefix and generator._cache.get_seq_length() == len(prefix)
     expected = loaded_as_float16.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     got = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     assert (got.edit_text, got.new_text) == (expected.edit_text, expected.new_text)
