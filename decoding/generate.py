@@ -383,6 +383,11 @@ class Generator:
             return cache, keep
         return DynamicCache(config=self.model.config), 0
 
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens the KV cache holds, kept from the last call (its prompt and output, as far as computed)."""
+        return self._cache_tokens
+
     @torch.no_grad()
     def prime(self, tokens: list[int], drafters: tuple[Drafter, ...] | list[Drafter] = ()) -> None:
         """Fill a fresh KV cache with `tokens`, a prefix the next prompts are expected to share (e.g. the last

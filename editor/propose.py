@@ -183,7 +183,7 @@ class Editor:
 
         if not isinstance(self.backend, LocalModel):
             raise ValueError("requantize needs a local model; a server keeps its own weights")
-        prefix = self.backend.generator._cache_tokens
+        prefix = self.backend.generator.cached_tokens
         model = quantize_loaded(self.backend.model, checked_quantize(quantize))
         self.backend = LocalModel(model, self.tokenizer)
         if self._heads_of is not None:
