@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, Qwen2ForCausalLM
 
 from decoding import lean_forward
 from decoding.cpu_linear import float16_available, float16_weights
@@ -20,10 +20,8 @@ CHUNKS = ((0, 23), (23, 24), (24, 31), (31, 32), (32, 40))  # prefill, step, ver
 
 
 def random_qwen2(**overrides) -> Qwen2ForCausalLM:
-    settings = dict(vocab_size=300, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                    num_key_value_heads=2, intermediate_size=128)
-    config = Qwen2Config(**{**settings, **overrides})
-    model = Qwen2ForCausalLM(config).eval()
+    """A tiny Qwen2 with every weight random (transformers' init leaves near-uniform activations)."""
+    model = tiny_qwen2(vocab=300, num_hidden_layers=3, **overrides)
     randomize(model, seed=3)
     return model
 

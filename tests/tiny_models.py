@@ -24,11 +24,13 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
 
 
-def tiny_qwen2(vocab: int = VOCAB, seed: int = 0, peak: float = 6.0) -> Qwen2ForCausalLM:
-    """Random Qwen2; lm_head scaled by `peak` so greedy decoding falls into repetitive, draftable loops."""
+def tiny_qwen2(vocab: int = VOCAB, seed: int = 0, peak: float = 6.0, **config_overrides) -> Qwen2ForCausalLM:
+    """Random Qwen2; lm_head scaled by `peak` so greedy decoding falls into repetitive, draftable loops.
+    `config_overrides` replace Qwen2Config settings (e.g. num_key_value_heads, use_sliding_window)."""
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=128, eos_token_id=EOS)
+    settings = dict(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, intermediate_size=128, eos_token_id=EOS)
+    config = Qwen2Config(**{**settings, **config_overrides})
     model = Qwen2ForCausalLM(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(peak)
