@@ -35,6 +35,9 @@ HEADER_MAX_LINES = 40
 COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
 # A unit none of whose lines this long an excerpt's rewrite has was left out, not rewritten (`units_kept`).
 KEPT_LINE_MIN = 8
+# An instruction that may mean units to go: an excerpt's rewrite may then leave out the units it names.
+REMOVAL = re.compile(r"\b(delete|remove|drop|strip|eliminate|get rid of|clean up|trim|replace|merge|combine|refactor)",
+                     re.I)
 # Units beside the best one are added while the excerpt stays under this many lines.
 EXCERPT_MAX_LINES = 200
 DEFINITION = re.compile(r"\b(?:def|class|function|fn|func|struct|enum|trait|interface|type|impl|module)\s+"
@@ -121,19 +124,23 @@ class View:
         return newline.join(out) + (newline if ended else "") if out else ""
 
 
-def units_kept(excerpt: str, answer: str, path: str) -> str:
+def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
-    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has. An answer
-    that has none of any unit is new code, and goes after them. A rewrite that leaves a unit out is a model
-    that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours
-    and asked to change dedent, the 0.5B model stopped after dedent, and the two functions after it would
-    have been deleted."""
+    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has, unless the
+    `instruction` asks for a removal (REMOVAL) and names that unit. An answer that has none of any unit is
+    new code, and goes after them. A rewrite that leaves a unit out is a model that wrote only what it
+    changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change
+    dedent, the 0.5B model stopped after dedent, and the two functions after it would have been deleted.
+    A removal word alone deletes nothing: "Modify the function to remove all nested structures" is about
+    the function's body, and taken as leave to delete, it cost the two unnamed functions shown beside it."""
     old = apply_patch.split_lines(excerpt)[0]
     new = answer.removesuffix("\n").split("\n") if answer else []
     said = {line.strip() for line in new}
     top = top_units(excerpt, path)
+    named = set(WORD.findall(instruction)) if REMOVAL.search(instruction) else set()
     left_out = [unit for unit in top if not any(line.strip() in said for line in old[unit.start:unit.end]
-                                                if len(line.strip()) >= KEPT_LINE_MIN)]
+                                                if len(line.strip()) >= KEPT_LINE_MIN)
+                and not defined_names(old[unit.start:unit.end]) & named]
     if not left_out:
         return answer
     rows = set()
@@ -145,16 +152,28 @@ def units_kept(excerpt: str, answer: str, path: str) -> str:
         while (start == 0 or last) and end < len(old) and not old[end].strip():
             end += 1
         rows.update(range(start, end))
-    out = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+    # The answer rewrites the excerpt without those units: align it with that, and put each unit back whole
+    # before the first line that followed it. Aligned with the whole excerpt instead, the answer's blank
+    # lines matched blank lines inside a unit it left out, and its new code landed in the middle of that unit
+    # (inside a docstring, between an `if` and its `else`).
+    rest = [i for i in range(len(old)) if i not in rows]
+    pending = sorted(rows)
+    out: list[str] = []
+
+    def put_back(before: int) -> None:  # the left-out lines above the excerpt's line `before`
+        while pending and pending[0] < before:
+            out.append(old[pending.pop(0)])
+
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, [old[i] for i in rest], new,
+                                                        autojunk=False).get_opcodes():
         if tag == "equal":
-            out.extend(new[j1:j2])
+            for k in range(i2 - i1):
+                put_back(rest[i1 + k])
+                out.append(new[j1 + k])
             continue
-        kept = [i for i in range(i1, i2) if i in rows]
-        first_changed = next((i for i in range(i1, i2) if i not in rows), i2)
-        out.extend(old[i] for i in kept if i < first_changed)
+        put_back(rest[i1] if i1 < len(rest) else len(old))  # new code goes after a unit put back above it
         out.extend(new[j1:j2])
-        out.extend(old[i] for i in kept if i > first_changed)
+    put_back(len(old))
     return "".join(line + "\n" for line in out)
 
 

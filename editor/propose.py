@@ -53,9 +53,6 @@ EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
                   "bash", "css", "html", "json", "yaml"}
-# An instruction that may mean units to go: an excerpt's rewrite that leaves some out is then taken as it is.
-REMOVAL = re.compile(r"\b(delete|remove|drop|strip|eliminate|get rid of|clean up|trim|replace|merge|combine|refactor)",
-                     re.I)
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*\Z", re.S | re.M)
 
 
@@ -270,12 +267,12 @@ class Editor:
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
         With a `view`, the output edits the excerpt the model saw, spliced back into `text`; the edit handed
         out is then the same format's edit of the whole file (`file_edit`). An excerpt's rewrite that left off
-        units keeps them (`focus.units_kept`), unless the instruction may mean them to go (REMOVAL)."""
+        units keeps them (`focus.units_kept`), unless the instruction asks to remove them by name."""
         shown = view.excerpt if view is not None else text
         if fmt in REWRITES:
             new_shown, edit, errors = whole_text(output, shown), None, []
-            if view is not None and not REMOVAL.search(instruction):
-                new_shown = units_kept(shown, new_shown, name)
+            if view is not None:
+                new_shown = units_kept(shown, new_shown, name, instruction)
         else:
             result = apply_edit(output, format=fmt, files=MemoryFiles({name: shown}), targets=[name],
                                 language=language, dry_run=True)

@@ -182,6 +182,31 @@ def test_an_excerpt_rewrite_keeps_the_units_it_left_out_where_they_were():
     assert units_kept(excerpt, changed_end, "a.py") == changed_end
 
 
+def test_units_put_back_stay_whole_when_the_answer_shares_blank_lines_and_words_with_them():
+    from editor.focus import units_kept
+
+    # Found on editeval-long: the answer's blank line matched the one inside a left-out docstring, its
+    # `else:` the one inside a left-out function, and the new class landed inside both.
+    excerpt = ('def frames(tb):\n    """Records of the frames.\n\n    One per frame."""\n    return [tb]\n\n\n'
+               'def first(lines):\n    if lines:\n        return lines[0]\n    else:\n        return None\n')
+    answer = ("class MyList:\n    def __init__(self, items):\n        self.items = items\n\n"
+              "    def __or__(self, other):\n        if other:\n            return self.items\n"
+              "        else:\n            return other\n")
+    assert units_kept(excerpt, answer, "a.py") == excerpt + answer
+    rewritten = excerpt.replace("lines[0]", "lines[-1]").split("\n\n\n")[1]  # `frames` left out, `first` changed
+    assert units_kept(excerpt, rewritten, "a.py") == excerpt.replace("lines[0]", "lines[-1]")
+
+
+def test_a_removal_word_deletes_only_the_units_the_instruction_names():
+    from editor.focus import units_kept
+
+    excerpt = "def area(r):\n    return 3.14 * r * r\n\n\ndef chown(path, user=None):\n    return path\n"
+    answer = "def area(r):\n    return 3.14 * abs(r) * r\n"
+    kept = excerpt.replace("r * r", "abs(r) * r")
+    assert units_kept(excerpt, answer, "a.py", "Fix area to remove the sign of r.") == kept
+    assert units_kept(excerpt, answer, "a.py", "Fix area and remove chown.") == answer
+
+
 def test_the_editor_keeps_what_an_excerpt_rewrite_left_off_unless_asked_to_remove():
     main = "\n\ndef main():\n    print(area(2.0))\n"
     view = focus(LONG.replace(AREA, AREA + main), "shapes.py", "Use math.pi in area.", "python")
