@@ -184,6 +184,18 @@ def test_a_new_body_alone_keeps_the_units_header_and_decorators():
     assert flush_left == method  # a whole unit is taken as it is
 
 
+def test_a_new_header_alone_keeps_the_units_body():
+    # What the 1.5B model wrote for "Add a new parameter 'k' to the 'interleave' method".
+    method = changed("a.py", PYTHON, "*** Replace: def load(self):\ndef load(self, encoding):\n*** End\n")
+    assert method == PYTHON.replace("def load(self):", "def load(self, encoding):")
+    top = changed("a.py", PYTHON, "*** Replace: def main():\ndef main(argv):\n*** End\n")
+    assert top == PYTHON.replace("def main():", "def main(argv):") and validation.check("a.py", PYTHON, top).ok
+    same = block.apply_text(PYTHON, block.parse("*** Replace: class Saver:\nclass Saver:\n*** End\n"), "a.py")
+    assert same == PYTHON
+    one_line = changed("a.py", PYTHON, "*** Replace: def main():\ndef main(): pass\n*** End\n")
+    assert "def main(): pass\n" in one_line and "sys.argv" not in one_line  # a whole unit: taken as written
+
+
 def test_insert_after_and_delete_keep_the_spacing():
     edit = ("*** Insert after: def load(self):\n"
             "    def close(self):\n        pass\n"

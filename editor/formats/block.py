@@ -24,6 +24,9 @@ A unit's name is its first line without surrounding whitespace; when several uni
 line, the second is named `<line> #2`, the third `<line> #3`, in file order. Every name refers to the
 file before the edit, so the operations do not depend on each other's order; they must not overlap.
 
+New text that is only a Python unit's body keeps the unit's header; new text that is only its header
+(the new `def` line, ending in ':') keeps its body.
+
 Old text is implied, so an edit serialises to an apply_patch (V4A) patch (`to_apply_patch`), which the
 existing applier, validation and hooks take unchanged; `apply` gives the same text that patch does.
 `edit_between(before, after, path)` goes the other way: the block edit that turns one text into another
@@ -265,7 +268,9 @@ def apply_text(text: str, edit: Edit, path: str) -> str:
         indent = re.match(r"\s*", lines[unit.start]).group()
         span = (unit.start, unit.end)
         if op.kind == "replace":
-            cuts.append((span, span, _header(lines, unit, op.lines) + _indented(op.lines, indent), number))
+            new = _indented(op.lines, indent)
+            header = _header(lines, unit, op.lines)
+            cuts.append((span, span, header + new if header else new + _body(lines, unit, op.lines), number))
         elif op.kind == "insert":
             at = (unit.end, unit.end)
             cuts.append((at, at, [""] * _gap(lines, unit) + _indented(op.lines, indent), number))
@@ -298,19 +303,37 @@ def _closest_name(name: str, by_name: dict[str, Unit]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _header_row(lines: list[str], unit: Unit) -> int | None:
+    """The row of the unit's header when it is one line ending in ':' (`def f(x):`, `class C:`), else None."""
+    names = {unit.name, re.sub(r" #\d+$", "", unit.name)}  # a duplicate's name carries its number
+    row = next((r for r in range(unit.start, unit.end) if lines[r].strip() in names), None)
+    return row if row is not None and lines[row].rstrip().endswith(":") else None
+
+
 def _header(lines: list[str], unit: Unit, new: tuple[str, ...]) -> list[str]:
     """The unit's own lines up to its header (decorators, `def ...:`) when `new` is only a new body: every
     line of it indented deeper than a one-line header ending in ':'. Small models often write just the
     body of the function they were asked to change; kept, the header makes that a whole unit again."""
-    names = {unit.name, re.sub(r" #\d+$", "", unit.name)}  # a duplicate's name carries its number
-    row = next((r for r in range(unit.start, unit.end) if lines[r].strip() in names), None)
-    if row is None or not lines[row].rstrip().endswith(":"):
+    row = _header_row(lines, unit)
+    if row is None:
         return []
     depth = len(lines[row]) - len(lines[row].lstrip())
     written = [line for line in new if line.strip()]
     if written and all(len(line) - len(line.lstrip()) > depth for line in written):
         return lines[unit.start:row + 1]
     return []
+
+
+def _body(lines: list[str], unit: Unit, new: tuple[str, ...]) -> list[str]:
+    """The unit's own lines after its header when `new` is only a new header: its last line ends in ':',
+    so nothing follows it, where the unit has a one-line header ending in ':'. Asked to change a signature,
+    models write just the new `def` line (the 1.5B model on 3 of 60 EditEval block edits, each rejected
+    for a missing body); kept, the body makes that a whole unit again."""
+    row = _header_row(lines, unit)
+    written = [line for line in new if line.strip()]
+    if row is None or not written or not written[-1].rstrip().endswith(":"):
+        return []
+    return lines[row + 1:unit.end]
 
 
 def _indented(lines: tuple[str, ...], indent: str) -> list[str]:
