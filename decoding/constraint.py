@@ -18,6 +18,12 @@ import llguidance
 import numpy as np
 import torch
 
+# A grammar narrowed to a document offers one alternative per line of it at the start of a patch's hunk
+# (grammars._ordered_hunks: about two Earley items a line). llguidance's default cap of 2,000 items in a row
+# then refused apply_patch edits of files past ~650 lines ("Current row has 2405 items; max is 2000");
+# 20,000 holds the 3,000 lines a hunk is narrowed for (grammars.CONTIGUOUS_MAX_LINES), at ~20k items a ms.
+PARSER_LIMITS = dict(max_items_in_row=20_000)
+
 # The text generated so far, the candidate token's included -> may the candidate be taken?
 TokenCheck = Callable[[str], bool]
 
@@ -83,7 +89,8 @@ class GrammarConstraint:
         if self.vocab_size < llg_tokenizer.vocab_size:
             raise ConstraintError(f"vocab_size {self.vocab_size} is smaller than the tokenizer's "
                                   f"vocabulary ({llg_tokenizer.vocab_size} tokens)")
-        self.matcher = llguidance.LLMatcher(llg_tokenizer, grammar_text, log_level=0)
+        self.matcher = llguidance.LLMatcher(llg_tokenizer, grammar_text, log_level=0,
+                                            limits=llguidance.LLParserLimits(**PARSER_LIMITS))
         if self.matcher.is_error():
             raise ConstraintError(f"grammar does not compile: {self.matcher.get_error()}")
         self.token_check = token_check
@@ -220,7 +227,8 @@ def byte_tokenizer() -> llguidance.LLTokenizer:
 def grammar_admits(grammar_text: str, text: str) -> bool:
     """Whether `grammar_text` (Lark, as `GrammarConstraint` takes it) admits `text` as a whole output. It compiles
     the grammar (a few ms; ~0.1 s for an apply_patch grammar narrowed to a 300-line file) and feeds the bytes."""
-    matcher = llguidance.LLMatcher(byte_tokenizer(), grammar_text, log_level=0)
+    matcher = llguidance.LLMatcher(byte_tokenizer(), grammar_text, log_level=0,
+                                   limits=llguidance.LLParserLimits(**PARSER_LIMITS))
     if matcher.is_error():
         raise ConstraintError(f"grammar does not compile: {matcher.get_error()}")
     return matcher.consume_tokens(list(text.encode("utf-8"))) and matcher.is_accepting()

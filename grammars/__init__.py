@@ -61,8 +61,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
     code, and a block edit's TEXT_LINE and a patch's ADDED line take CODE_TEXT_LINE's text."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
-        if re.search(r"^hunk_lines:", grammar, flags=re.MULTILINE):
-            grammar = _contiguous_hunks(grammar, document)
+        if re.search(r"^hunks:", grammar, flags=re.MULTILINE):
+            grammar = _ordered_hunks(grammar, document)
     if paths is not None:
         grammar = _redefine(grammar, source, "PATH", list(dict.fromkeys(paths)))
     if language is not None:
@@ -92,19 +92,27 @@ def document_lines(text: str) -> list[str]:
 CONTIGUOUS_MAX_LINES = 3000
 
 
-def _contiguous_hunks(grammar: str, document: str) -> str:
-    """`grammar` with its one-line rule `hunk_lines` (a hunk's body: context ' ', removed '-' and added
-    '+' lines) narrowed so that the context and removed lines are a contiguous run of the document's
-    lines, in order: every hunk then matches the file somewhere, and cannot quote the same lines over and
-    over (the default model's unified diffs repeated one changed line pair until the output budget ran out,
-    41 of 60 EditEval items). `ADDED` lines stay free. A hunk of context alone is let through (the applier
-    says that the edit changes nothing): the default model, having copied a whole function as context and
-    found nothing to change, otherwise had to add a line to end the hunk, and added "+++ End Patch" (a
-    syntax error, reported as one). Used by apply_patch and udiff, the grammars with a `hunk_lines` rule.
+def _ordered_hunks(grammar: str, document: str) -> str:
+    """`grammar` with its one-line rule `hunks` (a file's hunks: `(HEADER hunk_lines TRAILER)+`, where a
+    hunk's body holds context ' ', removed '-' and added '+' lines) narrowed so that each hunk's context and
+    removed lines are a contiguous run of the document's lines, in order, and each hunk's run starts past
+    the one before it: every hunk then matches the file, where the applier looks for it (after the hunk
+    before), and no hunk can quote lines again. The default model's unified diffs repeated one changed
+    line pair until the output budget ran out (41 of 60 EditEval items), and the 1.5B model's apply_patch
+    edits copied a whole function as context, then again as a second hunk, and a third (4 of 60 EditEval
+    items, each refused for a hunk not found). `ADDED` lines stay free; a hunk of added lines alone (the
+    applier appends it) keeps the position. A hunk of context alone is let through (the applier says that
+    the edit changes nothing): the default model, having copied a whole function as context and found
+    nothing to change, otherwise had to add a line to end the hunk, and added "+++ End Patch" (a syntax
+    error, reported as one). Used by apply_patch and udiff, the grammars with a `hunks` rule.
 
-        hunk_lines: ADDED+ (rest_0 | rest_1 | ...)? | (from_0 | from_1 | ...)
-        from_i: KEEP_k (ADDED+ rest_<i+1>? | from_<i+1>)? | DROP_k ADDED* rest_<i+1>?  # nothing changed yet
-        rest_i: (KEEP_k | DROP_k) ADDED* rest_<i+1>?                                   # something changed
+        hunks: hunk_header start_0
+        start_j: ADDED+ (any_rest_j | next_j) | any_from_j     a hunk's body, its lines from line j on
+        any_from_j: from_j | any_from_<j+1>                      (any_rest_j likewise)
+        from_i: KEEP_k (ADDED+ (rest_<i+1> | next_<i+1>) | from_<i+1> | next_<i+1>)
+              | DROP_k ADDED* (rest_<i+1> | next_<i+1>)         nothing changed yet
+        rest_i: (KEEP_k | DROP_k) ADDED* (rest_<i+1> | next_<i+1>)   something changed
+        next_j: TRAILER (hunk_header start_j)?                   the hunk ends; any next one from line j on
     where line i of the document is its distinct line k, KEEP_k = " " + line, DROP_k = "-" + line.
     """
     lines = [line.removesuffix("\r") for line in document.split("\n")]
@@ -112,22 +120,29 @@ def _contiguous_hunks(grammar: str, document: str) -> str:
         lines.pop()
     if not lines or len(lines) > CONTIGUOUS_MAX_LINES:
         return grammar
+    definition = re.search(r"^hunks: \((.*) hunk_lines ?(.*)\)\+$", grammar, flags=re.MULTILINE)
+    header, trailer = definition.group(1), definition.group(2)
+    count = len(lines)
     distinct = {line: k for k, line in enumerate(dict.fromkeys(lines))}
-    every = range(len(lines))
-    rules = ["hunk_lines: ADDED+ (" + " | ".join(f"rest_{i}" for i in every) + ")? | ("
-             + " | ".join(f"from_{i}" for i in every) + ")"]
+    rules = ["hunks: hunk_header start_0", f"hunk_header: {header}", f"start_{count}: ADDED+ next_{count}"]
+    for j in range(count + 1):
+        rules.append(f"next_{j}: {trailer} (hunk_header start_{j})?".replace(":  ", ": "))
     for i, line in enumerate(lines):
-        k, last = distinct[line], i + 1 == len(lines)
-        rest, start = ("", "") if last else (f" rest_{i + 1}?", f" | from_{i + 1}")
-        rules.append(f"from_{i}: KEEP_{k} (ADDED+{rest}{start})? | DROP_{k} ADDED*{rest}")
-        rules.append(f"rest_{i}: (KEEP_{k} | DROP_{k}) ADDED*{rest}")
+        k, last = distinct[line], i + 1 == count
+        ended = f"next_{i + 1}" if last else f"(rest_{i + 1} | next_{i + 1})"
+        further = "" if last else f" | any_from_{i + 1}"
+        rules.append(f"start_{i}: ADDED+ (any_rest_{i} | next_{i}) | any_from_{i}")
+        rules.append(f"any_from_{i}: from_{i}{further}")
+        rules.append(f"any_rest_{i}: rest_{i}" + ("" if last else f" | any_rest_{i + 1}"))
+        rules.append(f"from_{i}: KEEP_{k} (ADDED+ {ended}" + ("" if last else f" | from_{i + 1}")
+                     + f" | next_{i + 1}) | DROP_{k} ADDED* {ended}")
+        rules.append(f"rest_{i}: (KEEP_{k} | DROP_{k}) ADDED* {ended}")
     # A unified diff marks a last line without its newline (the file's text ends without one).
     unended = lines[-1] if not document.endswith("\n") and re.search(r"^NO_NEWLINE:", grammar, re.MULTILINE) else None
     for line, k in distinct.items():
         quoted = json.dumps(line + "\n", ensure_ascii=False) + (" NO_NEWLINE?" if line == unended else "")
         rules.append(f'KEEP_{k}: " " {quoted}')
         rules.append(f'DROP_{k}: "-" {quoted}')
-    definition = re.search(r"^hunk_lines:.*$", grammar, flags=re.MULTILINE)
     return grammar[:definition.start()] + "\n".join(rules) + grammar[definition.end():]
 
 

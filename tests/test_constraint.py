@@ -373,9 +373,22 @@ def test_format_grammar_quotes_only_document_lines(llg, format):
         assert tokens[accepted] not in allowed(constraint)
 
 
-def test_apply_patch_hunks_quote_contiguous_runs():
+def test_a_patch_of_a_long_file_is_not_refused_by_the_parsers_row_limit():
+    """A hunk may start at any of the file's lines, one Earley item (or two) each: past ~650 lines that broke
+    llguidance's default cap of 2,000 items in a row, and an apply_patch edit of a long file failed."""
+    from decoding.constraint import grammar_admits
+
+    document = "".join(f"value_{i} = {i}\n" for i in range(1500))
+    grammar = grammars.document_grammar("apply_patch", document=document, paths=["long.py"])
+    patch = ("*** Begin Patch\n*** Update File: long.py\n@@\n value_10 = 10\n-value_11 = 11\n+value_11 = 0\n"
+             "@@\n value_1498 = 1498\n-value_1499 = 1499\n*** End Patch\n")
+    assert grammar_admits(grammar, patch)
+    assert not grammar_admits(grammar, patch.replace("value_1498 = 1498", "value_10 = 10"))
+
+
+def test_apply_patch_hunks_quote_contiguous_runs_in_file_order():
     """Narrowed to a document, an apply_patch hunk's context and removed lines must be consecutive
-    lines of the file: such a hunk always applies. A hunk of context alone may end (the applier says the
+    lines of the file, each hunk past the one before: such a hunk always applies. A hunk of context alone may end (the applier says the
     edit changes nothing), and its added lines cannot be mistyped markers."""
     document = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"
     grammar = grammars.document_grammar("apply_patch", document=document, paths=["shapes.py"])
@@ -397,3 +410,9 @@ def test_apply_patch_hunks_quote_contiguous_runs():
     assert not accepted(" \n \n def area(r):\n+*** End Patch\n", code)
     assert accepted(" \n \n def area(r):\n+    return r ** 2 + 1\n", code)
     assert not accepted("-    return math.pi * r * r\n-import math\n")  # out of order
+    # Each hunk starts past the one before it, where the applier looks for it; the 1.5B model copied a
+    # whole function as context in one hunk after another.
+    assert accepted(" import math\n+import cmath\n@@\n def area(r):\n-    return math.pi * r * r\n+    return 0\n")
+    assert not accepted(" def area(r):\n     return math.pi * r * r\n@@\n def area(r):\n")
+    assert not accepted(" def area(r):\n+    pass\n@@\n import math\n")
+    assert accepted("+# added at the end\n@@\n import math\n-\n")  # added lines alone keep the position
