@@ -33,7 +33,8 @@ HEADER_LINE = re.compile(r"\s*($|#|//|/\*|\*|\"\"\"|'''|import\b|from\b|use\b|pa
                          r"|extern crate\b|const \w+ = require\()")
 HEADER_MAX_LINES = 40
 COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
-# A unit none of whose lines this long an excerpt's rewrite has was left out, not rewritten (`units_kept`).
+# Lines this long tell whether an excerpt's rewrite kept a unit or left it out (`_kept`); shorter ones
+# (`else:`, `pass`) are in every unit.
 KEPT_LINE_MIN = 8
 # An instruction that may mean units to go: an excerpt's rewrite may then leave out the units it names.
 REMOVAL = re.compile(r"\b(delete|remove|drop|strip|eliminate|get rid of|clean up|trim|replace|merge|combine|refactor)",
@@ -126,8 +127,8 @@ class View:
 
 def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
-    they were: a unit none of whose lines (of KEPT_LINE_MIN characters or more) the answer has, unless the
-    `instruction` asks for a removal (REMOVAL) and names that unit. An answer that has none of any unit is
+    they were: a unit the answer shows no sign of keeping (`_kept`), unless the `instruction` asks for a
+    removal (REMOVAL) and names that unit. An answer that has none of any unit is
     new code, and goes after them. A rewrite that leaves a unit out is a model that wrote only what it
     changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change
     dedent, the 0.5B model stopped after dedent, and the two functions after it would have been deleted.
@@ -138,8 +139,7 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     said = {line.strip() for line in new}
     top = top_units(excerpt, path)
     named = set(WORD.findall(instruction)) if REMOVAL.search(instruction) else set()
-    left_out = [unit for unit in top if not any(line.strip() in said for line in old[unit.start:unit.end]
-                                                if len(line.strip()) >= KEPT_LINE_MIN)
+    left_out = [unit for unit in top if not _kept(unit, top, old, said)
                 and not defined_names(old[unit.start:unit.end]) & named]
     if not left_out:
         return answer
@@ -175,6 +175,21 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
         out.extend(new[j1:j2])
     put_back(len(old))
     return "".join(line + "\n" for line in out)
+
+
+def _kept(unit: block.Unit, top: list[block.Unit], lines: list[str], said: set[str]) -> bool:
+    """Whether an answer whose lines (stripped) are `said` kept `unit`, rewritten or not, by the unit's telling
+    lines (KEPT_LINE_MIN characters or more, and none that another unit of `top` has, unless it has no other):
+    the answer has the unit's name line (its `def` line) among them, or more than half of them. One shared
+    line (`return None`, a docstring's) is no sign: taken as one, an answer that kept one unit, or wrote new
+    code, lost the unit beside it."""
+    def own(u: block.Unit) -> set[str]:
+        return {line.strip() for line in lines[u.start:u.end] if len(line.strip()) >= KEPT_LINE_MIN}
+
+    mine = own(unit)
+    telling = (mine - set().union(*(own(u) for u in top if u is not unit))) or mine
+    name = re.sub(r" #\d+$", "", unit.name)  # a duplicate's name carries its number
+    return name in telling & said or 2 * len(telling & said) > len(telling)
 
 
 def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:

@@ -4,6 +4,8 @@ rewrite back into the file without touching a line that was left out."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from editor import formats, prompting
 from editor.focus import View, focus, rank
@@ -195,6 +197,33 @@ def test_units_put_back_stay_whole_when_the_answer_shares_blank_lines_and_words_
     assert units_kept(excerpt, answer, "a.py") == excerpt + answer
     rewritten = excerpt.replace("lines[0]", "lines[-1]").split("\n\n\n")[1]  # `frames` left out, `first` changed
     assert units_kept(excerpt, rewritten, "a.py") == excerpt.replace("lines[0]", "lines[-1]")
+
+
+# Units whose insides look like an answer's lines: blank lines in docstrings, `else:`, `return None`.
+UNIT_BODIES = ['    """Records.\n\n    One per line."""\n    return None\n',
+               "    if value:\n        return value\n    else:\n        return None\n",
+               "    total = 0\n\n    for item in value:\n        total += item\n    return total\n"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(range(len(UNIT_BODIES))), min_size=1, max_size=5),
+       st.lists(st.booleans(), min_size=5, max_size=5), st.lists(st.booleans(), min_size=5, max_size=5),
+       st.sampled_from(["", "def added(value):\n    if value:\n\n        return None\n    else:\n        return 1\n"]))
+def test_units_left_out_come_back_whole_and_the_answer_keeps_its_order(bodies, kept, changed, new_code):
+    from editor.focus import units_kept
+
+    units = [f"def unit_{i}(value):\n{UNIT_BODIES[b]}" for i, b in enumerate(bodies)]
+    excerpt = "\n\n".join(units)
+    written = [unit.replace("value", "argument") if changed[i] else unit
+               for i, unit in enumerate(units) if kept[i]]
+    answer = "\n\n".join(written + ([new_code] if new_code else []))
+    result = units_kept(excerpt, answer, "a.py")
+    for i, unit in enumerate(units):
+        if not kept[i]:
+            assert unit in result  # whole, not cut around the answer's lines
+    position = 0
+    for line in answer.splitlines():  # every line of the answer, in its order
+        position = result.index(line + "\n", position) + len(line) + 1
 
 
 def test_a_removal_word_deletes_only_the_units_the_instruction_names():
