@@ -21,7 +21,7 @@ import torch
 # A grammar narrowed to a document offers one alternative per line of it at the start of a patch's hunk
 # (grammars._ordered_hunks: about two Earley items a line). llguidance's default cap of 2,000 items in a row
 # then refused apply_patch edits of files past ~650 lines ("Current row has 2405 items; max is 2000");
-# 20,000 holds the 3,000 lines a hunk is narrowed for (grammars.CONTIGUOUS_MAX_LINES), at ~20k items a ms.
+# 20,000 holds the lines a hunk is narrowed for (grammars.CONTIGUOUS_MAX_LINES) with room, at ~20k items a ms.
 PARSER_LIMITS = dict(max_items_in_row=20_000)
 
 # The text generated so far, the candidate token's included -> may the candidate be taken?

@@ -69,8 +69,8 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
         grammar = _redefine(grammar, source, "LANGUAGE", [language])
     if units is not None:
         grammar = _redefine(grammar, source, "UNIT", list(dict.fromkeys(units)))
-    if units is not None and unit_after is not None:
-        grammar = _units_in_order(grammar, units, unit_after)
+    if units is not None and unit_after is not None and len(units) <= CONTIGUOUS_MAX_LINES:
+        grammar = _units_in_order(grammar, units, unit_after)  # its chains, as a hunk's, overflow past that
     if code:
         grammar = re.sub(r"^TEXT_LINE:.*$", lambda _: "TEXT_LINE: " + CODE_TEXT_LINE, grammar, count=1,
                          flags=re.MULTILINE)
@@ -88,8 +88,10 @@ def document_lines(text: str) -> list[str]:
 
 
 # Past this many lines a hunk may quote any document line in any order (the DOC_LINE narrowing only):
-# the contiguity rules grow with the document, and so does the grammar's compile time.
-CONTIGUOUS_MAX_LINES = 3000
+# the contiguity rules grow with the document, and so do the grammar's compile time and the depth of
+# llguidance's recursion over their chains, which crashed the process (a segmentation fault, the stack
+# overflowed) at 1,800 lines, as 3,000 here once allowed.
+CONTIGUOUS_MAX_LINES = 1000
 
 
 def _ordered_hunks(grammar: str, document: str) -> str:

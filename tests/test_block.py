@@ -345,3 +345,16 @@ def test_a_code_units_text_cannot_open_a_fence_nor_start_with_stars_but_markdown
     notes = "# Notes\n\nRun it.\n"
     prose = format_grammar("block", "notes.md", notes, "markdown")
     assert grammar_admits(prose, "*** Replace: Run it.\n```\nrun\n```\n*** End\n")
+
+
+def test_a_file_of_thousands_of_units_gets_a_grammar_the_parser_survives():
+    """The top-to-bottom rules chain one unit to the next; past a few thousand units llguidance's recursion
+    over the chain overflowed the stack and killed the process. Past CONTIGUOUS_MAX_LINES units any unit may
+    be named in any order (the applier still refuses overlapping operations)."""
+    from decoding.constraint import grammar_admits
+    from editor.request import format_grammar
+
+    code = "".join(f"def f_{i}():\n    return {i}\n\n\n" for i in range(4000))
+    grammar = format_grammar("block", "many.py", code, "python")
+    assert grammar_admits(grammar, "*** Replace: def f_3999():\ndef f_3999():\n    return 0\n*** End\n")
+    assert not grammar_admits(grammar, "*** Replace: def f_4000():\ndef f_4000():\n    return 0\n*** End\n")

@@ -378,12 +378,16 @@ def test_a_patch_of_a_long_file_is_not_refused_by_the_parsers_row_limit():
     llguidance's default cap of 2,000 items in a row, and an apply_patch edit of a long file failed."""
     from decoding.constraint import grammar_admits
 
-    document = "".join(f"value_{i} = {i}\n" for i in range(1500))
+    document = "".join(f"value_{i} = {i}\n" for i in range(grammars.CONTIGUOUS_MAX_LINES))
     grammar = grammars.document_grammar("apply_patch", document=document, paths=["long.py"])
     patch = ("*** Begin Patch\n*** Update File: long.py\n@@\n value_10 = 10\n-value_11 = 11\n+value_11 = 0\n"
-             "@@\n value_1498 = 1498\n-value_1499 = 1499\n*** End Patch\n")
+             "@@\n value_998 = 998\n-value_999 = 999\n*** End Patch\n")
     assert grammar_admits(grammar, patch)
-    assert not grammar_admits(grammar, patch.replace("value_1498 = 1498", "value_10 = 10"))
+    assert not grammar_admits(grammar, patch.replace("value_998 = 998", "value_10 = 10"))
+    # Longer, a hunk may quote any line (the narrowing stops where llguidance's recursion would overflow).
+    longer = document + "".join(f"value_{i} = {i}\n" for i in range(1000, 6000))
+    grammar = grammars.document_grammar("apply_patch", document=longer, paths=["long.py"])
+    assert grammar_admits(grammar, patch.replace("@@\n value_998 = 998\n-value_999 = 999", "@@\n value_5999 = 5999"))
 
 
 def test_apply_patch_hunks_quote_contiguous_runs_in_file_order():
