@@ -32,6 +32,8 @@ from .formats import apply_patch, block
 HEADER_LINE = re.compile(r"\s*($|#|//|/\*|\*|\"\"\"|'''|import\b|from\b|use\b|package\b|require\b|using\b"
                          r"|extern crate\b|const \w+ = require\()")
 HEADER_MAX_LINES = 40
+# A line that starts a top-level statement: code at column 0 that does not close a bracket.
+TOP_LEVEL_START = re.compile(r"[^\s)\]}]")
 COMMENT_LINE = re.compile(r"\s*($|#|//|--|/\*|\*)")
 # Lines this long tell whether an excerpt's rewrite kept a unit or left it out (`_kept`); shorter ones
 # (`else:`, `pass`) are in every unit.
@@ -115,7 +117,19 @@ class View:
                 continue
             deleted.update(shown[i1:i2])
             at = shown[i1] if i1 < i2 else shown[i1 - 1] + 1 if i1 else shown[0] if shown else 0
-            placed[at].extend(new[j1:j2])
+            # New lines written where shown lines meet across lines left out (a gap), or replacing a run
+            # across one, go above the gap up to their first line that starts a top-level statement other
+            # than an import or a comment, and below it from there. Placed all above, the head of a class
+            # written around the function below the gap stayed above the lines left out, cut from its body
+            # (editeval-long, the 1.5B model).
+            start = j1
+            for p in range(max(i1, 1), max(i2, i1 + 1)):
+                if p < len(shown) and shown[p] != shown[p - 1] + 1:
+                    split = next((j for j in range(start, j2) if TOP_LEVEL_START.match(new[j])
+                                  and not HEADER_LINE.match(new[j])), j2)
+                    placed[at].extend(new[start:split])
+                    at, start = shown[p], split
+            placed[at].extend(new[start:j2])
         out = []
         for i in range(len(lines) + 1):
             out.extend(placed.get(i, ()))

@@ -30,6 +30,25 @@ def test_the_named_unit_and_the_imports_are_shown_and_nothing_else():
     assert view.splice(view.excerpt) == LONG  # the excerpt unchanged gives the file unchanged
 
 
+def test_new_code_where_the_shown_lines_meet_goes_with_the_code_it_belongs_to():
+    import ast
+
+    longest = ("def n_longest(strings, n):\n    if not strings:\n        return []\n\n"
+               "    unique = sorted(set(strings), key=len)\n    return unique[:n]\n")
+    text = "from typing import List\n\n\n" + "\n\n".join([*map(filler, NAMES[:4]), longest, *map(filler, NAMES[4:])])
+    view = focus(text, "strings.py", "Make n_longest a static method of a class StringFinder.", "python")
+    # What the 1.5B model wrote (editeval-long): matched on the blank line inside the function, the class's
+    # head fell where the import meets the function, above the lines left out, cut from its body below them.
+    answer = ("from typing import List\n\n\nclass StringFinder:\n    @staticmethod\n    def n_longest(strings, n):\n"
+              "        if not strings:\n            return []\n\n        unique = sorted(set(strings), key=len)\n"
+              "        return unique[:n]\n")
+    new = view.splice(answer)
+    ast.parse(new)
+    assert answer.split("\n\n\n")[1] in new and new.index("def helper_delta") < new.index("class StringFinder")
+    imported = view.splice(view.excerpt.replace("import List\n", "import List\nimport sys\n"))
+    assert imported == text.replace("import List\n", "import List\nimport sys\n")  # an import stays on top
+
+
 def test_a_rewrite_of_the_excerpt_lands_in_place():
     view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
     new = view.splice(view.excerpt.replace("3.14", "math.pi"))
