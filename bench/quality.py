@@ -150,7 +150,8 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
             "failure": "dropped_code" if dropped else failure(result, passed),
             "message": None if result.ok else result.diagnostics[-1]["message"],
             "attempts": result.stats["attempts"], "output_tokens": result.stats["output_tokens"],
-            "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started}
+            "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started,
+            "answer": result.answer}  # kept so that a change of the applier can be scored without the model
 
 
 def failure(result: EditResult, passed: bool) -> str | None:

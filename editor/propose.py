@@ -67,6 +67,9 @@ class EditResult:
     diff: str
     diagnostics: list[dict] = field(default_factory=list)  # errors of rejected tries, validation notes
     stats: dict = field(default_factory=dict)
+    # The model's last output as the applier took it (about the excerpt the model saw, for an excerpt or a
+    # focused block edit; before OT's quotes became counts): `Editor._apply` on it gives `new_text` again.
+    answer: str = ""
 
     @property
     def ok(self) -> bool:
@@ -230,6 +233,7 @@ class Editor:
                 diagnostics.append({"attempt": attempt + 1, "error": type(exc).__name__, **exc.to_json()})
                 feedback.append((output, str(exc)))
                 edit, new_text = None, None
+        answer = output
         if fmt == "ot" and edit is not None and view is None:  # the model quotes; canonical OT has counts
             edit = formats.get("ot").resolve(text, edit)
             output = formats.get("ot").render(edit)
@@ -237,7 +241,7 @@ class Editor:
             output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
-                          stats_json(totals, attempts, prompt_tokens))
+                          stats_json(totals, attempts, prompt_tokens), answer)
 
     # -- steps ------------------------------------------------------------------------------------------
 

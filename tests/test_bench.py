@@ -123,6 +123,7 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
     cache = ResultCache(tmp_path, {"model": "tiny", "quantize": "none", "max_retries": 0})
     first = quality(editor, items, ["ot", "whole"], cache=cache)
     assert calls == ["ot", "ot", "whole", "whole"]
+    assert all(isinstance(row["answer"], str) for result in first for row in result["rows"])  # rescorable
     assert quality(editor, items, ["ot", "whole"], cache=cache) == first and len(calls) == 4
     cache.path("whole", items[1]).unlink()  # as if the run had stopped before the last item
     partial = quality(None, items, ["ot", "whole"], cache=cache, cached_only=True)  # runs nothing

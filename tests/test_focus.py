@@ -133,6 +133,8 @@ def test_the_editor_makes_an_excerpt_edit_and_hands_out_a_block_edit(spec):
     assert result.ok and result.new_text == LONG.replace("3.14", "math.pi"), result.diagnostics
     assert result.edit_text.startswith("*** Replace: def area(radius):")
     assert block.apply_text(LONG, block.parse(result.edit_text), "shapes.py") == result.new_text
+    assert result.answer == answer  # the model's own answer, about the excerpt: the benchmark rescores it
+    assert Editor._apply("excerpt", "shapes.py", LONG, result.answer, "python", view, instruction)[1] == result.new_text
     whole_prompt = len(tokenizer.encode(LONG))
     assert result.stats["prompt_tokens"] < whole_prompt  # the prompt holds the excerpt, not the file
 
