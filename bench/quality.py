@@ -17,8 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from editor import prompting
+from editor.errors import EditError
 from editor.files import replace_text
-from editor.propose import FORMATS, Editor, EditResult, choose_format, view_for
+from editor.propose import FORMATS, Editor, choose_format, view_for
 from editor.request import format_grammar
 
 from .items import Item, passes
@@ -103,12 +104,14 @@ def prompt_hash(fmt: str, item: Item) -> str:
 
 
 def quality(editor: Editor | None, items: list[Item], formats: list[str], *, cache: ResultCache | None = None,
-            on_item=None, cached_only: bool = False) -> list[dict]:
+            on_item=None, cached_only: bool = False, rescored: bool = False) -> list[dict]:
     """pass@1 (greedy), well-formed rate, failure breakdown and cost per format, all formats on the same items.
 
     `auto` is the format `edit` picks for each item (`choose_format`); its result is that format's, run once
     and cached under that format, and each of its rows says which format it chose.
-    `cached_only`: run nothing (no editor needed); report the items that every format has in `cache`."""
+    `cached_only`: run nothing (no editor needed); report the items that every format has in `cache`.
+    `rescored` (with `cached_only`): score each cached row's answer again with the applier as it is now
+    (`rescore`), and keep the new row in `cache`."""
     if cached_only:
         items = [item for item in items if all(cache.get(_chosen(fmt, item), item) for fmt in formats)]
     results = []
@@ -117,6 +120,10 @@ def quality(editor: Editor | None, items: list[Item], formats: list[str], *, cac
         for item in items:
             chosen = _chosen(fmt, item)
             row = cache.get(chosen, item) if cache else None
+            if row is not None and rescored:
+                row, before = rescore(item, chosen, row), row
+                if row != before:
+                    cache.put(chosen, item, row)
             if row is None:
                 row = run_item(editor, item, chosen)
                 if cache:
@@ -142,23 +149,41 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
         return {"task_id": item.task_id, "ok": False, "passed": False, "failure": "error",
                 "message": f"{type(exc).__name__}: {exc}", "attempts": 0, "output_tokens": 0, "prompt_tokens": 0,
                 "seconds": time.perf_counter() - started}
-    # A long file's other functions must survive the edit: a rewrite that keeps only the item's function would
-    # pass its tests and still destroy the file.
-    dropped = result.ok and not all(text in result.new_text for text in item.kept)
-    passed = result.ok and not dropped and passes(result.new_text, item.test)
-    return {"task_id": item.task_id, "ok": result.ok, "passed": passed,
-            "failure": "dropped_code" if dropped else failure(result, passed),
-            "message": None if result.ok else result.diagnostics[-1]["message"],
+    outcome = scored(item, result.new_text) if result.ok else rejected(result.diagnostics[-1])
+    return {"task_id": item.task_id, **outcome,
             "attempts": result.stats["attempts"], "output_tokens": result.stats["output_tokens"],
             "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started,
             "answer": result.answer}  # kept so that a change of the applier can be scored without the model
 
 
-def failure(result: EditResult, passed: bool) -> str | None:
-    """Why the item failed (one of FAILURES), None when it passed: the last try's rejection, or the tests."""
-    if result.ok:
-        return None if passed else "tests_failed"
-    return ERROR_FAILURES.get(result.diagnostics[-1].get("error"), "error")
+def scored(item: Item, new_text: str) -> dict:
+    """The outcome of an accepted edit: its tests, and whether a long file's other functions survived (a
+    rewrite that keeps only the item's function would pass its tests and still destroy the file)."""
+    dropped = not all(text in new_text for text in item.kept)
+    passed = not dropped and passes(new_text, item.test)
+    return {"ok": True, "passed": passed, "failure": None if passed else "dropped_code" if dropped else "tests_failed",
+            "message": None}
+
+
+def rejected(diagnostic: dict) -> dict:
+    """The outcome of an edit whose last try was rejected (`diagnostic`: that try's error, as EditResult keeps it)."""
+    return {"ok": False, "passed": False, "failure": ERROR_FAILURES.get(diagnostic.get("error"), "error"),
+            "message": diagnostic["message"]}
+
+
+def rescore(item: Item, fmt: str, row: dict) -> dict:
+    """`row` (a cached result of `fmt` on `item`) scored again from the answer it kept, through the applier as
+    it is now (`Editor._apply`, as `edit` applies an answer), without the model: a fix of the applier, the
+    excerpt's splicing or validation is measured in seconds. A row without an answer (cached before rows kept
+    one), or whose try was stopped before it was applied (runaway) or broke (error), is kept as it is."""
+    if "answer" not in row or row["failure"] in ("runaway", "error"):
+        return row
+    view = view_for(fmt, PATH, item.code, item.instruction, "python")
+    try:
+        _, new_text = Editor._apply(fmt, PATH, item.code, row["answer"], "python", view, item.instruction)
+    except EditError as exc:
+        return {**row, **rejected({"error": type(exc).__name__, **exc.to_json()})}
+    return {**row, **scored(item, new_text)}
 
 
 def summarize(fmt: str, rows: list[dict]) -> dict:

@@ -10,10 +10,11 @@ from bench.quality import (
     FAILURES,
     ResultCache,
     check_formats,
-    failure,
     markdown_quality,
     plot_quality,
     quality,
+    rejected,
+    rescore,
     run_item,
     summarize,
 )
@@ -140,6 +141,24 @@ def test_the_cache_resumes_a_run_without_redoing_items(tiny, tmp_path):
 
 
 @pytest.mark.shared
+def test_a_cached_answer_is_scored_again_with_the_applier_as_it_is_now(tmp_path):
+    items = load_items("editeval", limit=1)
+    item = items[0]
+    # As if an earlier applier had refused the reference rewrite: scored again, it passes.
+    stale = {"task_id": item.task_id, "ok": False, "passed": False, "failure": "validation", "message": "old",
+             "attempts": 1, "output_tokens": 9, "prompt_tokens": 99, "seconds": 1.0, "answer": item.reference}
+    assert rescore(item, "whole", stale) == {**stale, "ok": True, "passed": True, "failure": None, "message": None}
+    broken = rescore(item, "whole", {**stale, "answer": "def broken(:\n"})
+    assert broken["failure"] == "validation" and "syntax error" in broken["message"]
+    for kept in ({k: v for k, v in stale.items() if k != "answer"}, {**stale, "failure": "runaway"}):
+        assert rescore(item, "whole", kept) == kept  # nothing to score again: kept as it is
+    cache = ResultCache(tmp_path, {"model": "tiny", "quantize": "none", "max_retries": 0})
+    cache.put("whole", item, stale)
+    [result] = quality(None, items, ["whole"], cache=cache, cached_only=True, rescored=True)
+    assert result["pass_at_1"] == 1.0 and cache.get("whole", item)["passed"]  # the cache holds the new row
+
+
+@pytest.mark.shared
 def test_the_cache_keys_a_structured_format_by_its_grammar_too(monkeypatch, tmp_path):
     import bench.quality as quality_module
 
@@ -172,13 +191,10 @@ def test_auto_reuses_the_result_of_the_format_it_chooses(tiny, tmp_path):
 
 
 def test_each_failure_has_its_kind():
-    def result(ok: bool, error: Exception | None = None) -> EditResult:
-        diagnostics = [{"attempt": 1, "error": type(error).__name__, **error.to_json()}] if error else []
-        return EditResult("item.py", "ot", "", None, "x = 1\n", "x = 2\n" if ok else None, "", diagnostics)
+    def rejection(error: Exception) -> dict:  # as the Editor keeps a rejected try
+        return {"attempt": 1, "error": type(error).__name__, **error.to_json()}
 
-    assert failure(result(True), passed=True) is None
-    assert failure(result(True), passed=False) == "tests_failed"
-    kinds = [failure(result(False, error), passed=False)
+    kinds = [rejected(rejection(error))["failure"]
              for error in (ParseError("p"), ApplyError("a"), ValidationError("v"), StoppedError("s"),
                            NoChangeError("the edit changes nothing"), EditError("the model server went away"))]
     assert kinds == ["no_parse", "no_match", "validation", "runaway", "no_change", "error"]

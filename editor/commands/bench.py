@@ -143,6 +143,10 @@ def bench_quality(
                                help="Keep each item's result here; a rerun skips the items done (resumable)."),
     cached_only: bool = typer.Option(False, "--cached-only",
                                      help="Run nothing: report the items every format has in --cache (a partial run)."),
+    rescored: bool = typer.Option(False, "--rescore",
+                                  help="Run no model: score each answer kept in --cache again with the applier as "
+                                       "it is now, and keep the new results there (rows cached before answers "
+                                       "were kept stay as they are)."),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG bar chart here."),
     data: Path = typer.Option(None, "--data", file_okay=False, help=DATA_HELP),
@@ -174,8 +178,9 @@ def bench_quality(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--items") from None
     items = items[:limit]
+    cached_only = cached_only or rescored
     if cached_only and cache is None:
-        raise typer.BadParameter("needs --cache DIR", param_hint="--cached-only")
+        raise typer.BadParameter("needs --cache DIR", param_hint="--rescore" if rescored else "--cached-only")
     chosen_adapter = adapter_choice(adapter, no_adapter)
     try:
         settings = cache_settings(model, quantize, max_retries, server=server, adapter=chosen_adapter)
@@ -199,7 +204,7 @@ def bench_quality(
                   f"{row['output_tokens']:5d} tokens {row['seconds']:6.1f} s", highlight=False)
 
     results = quality(editor, items, formats, cache=ResultCache(cache, settings) if cache else None,
-                      on_item=None if cached_only else progress, cached_only=cached_only)
+                      on_item=None if cached_only else progress, cached_only=cached_only, rescored=rescored)
     report = {"benchmark": benchmark, "set": item_set, "items_range": span, "limit": limit, **settings,
               "mtp": None if editor is None else editor.mtp_heads is not None,
               "items": len(results[0]["rows"]) if results else 0, "results": results}
