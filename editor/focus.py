@@ -109,6 +109,10 @@ class View:
         lines left out untouched."""
         lines, shown = self.lines, self.shown
         new = [line.removesuffix("\r") for line in new_excerpt.removesuffix("\n").split("\n")] if new_excerpt else []
+        if new and shown and shown[-1] + 1 < len(lines):
+            # The blank lines the excerpt ends with part it from lines left out, which the model never saw: an
+            # answer that ends without them (a rewrite mostly does) keeps them.
+            new += [""] * max(_blank_tail([lines[i] for i in shown]) - _blank_tail(new), 0)
         matcher = difflib.SequenceMatcher(None, [lines[i] for i in shown], new, autojunk=False)
         placed: dict[int, list[str]] = defaultdict(list)  # new lines to write before the file's line i
         deleted: set[int] = set()
@@ -139,6 +143,14 @@ class View:
         return newline.join(out) + (newline if ended else "") if out else ""
 
 
+def _blank_tail(lines: list[str]) -> int:
+    """How many blank lines `lines` ends with."""
+    count = 0
+    while count < len(lines) and not lines[-1 - count].strip():
+        count += 1
+    return count
+
+
 def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
     they were: a unit the answer shows no sign of keeping (`_kept`), unless the `instruction` asks for a
@@ -158,12 +170,11 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     if not left_out:
         return answer
     rows = set()
-    for unit in left_out:  # the unit and the blank lines above it (and below it, for the first and the last)
+    for unit in left_out:  # the unit and the blank lines above it (below it, for the first)
         start, end = unit.start, unit.end
         while start > 0 and not old[start - 1].strip():
             start -= 1
-        last = not any(line.strip() for line in old[end:])
-        while (start == 0 or last) and end < len(old) and not old[end].strip():
+        while start == 0 and end < len(old) and not old[end].strip():
             end += 1
         rows.update(range(start, end))
     # The answer rewrites the excerpt without those units: align it with that, and put each unit back whole

@@ -49,6 +49,19 @@ def test_new_code_where_the_shown_lines_meet_goes_with_the_code_it_belongs_to():
     assert imported == text.replace("import List\n", "import List\nimport sys\n")  # an import stays on top
 
 
+def test_an_answer_of_new_code_alone_keeps_the_blank_lines_around_the_excerpt():
+    # What the 1.5B model wrote for "return the n smallest instead of the largest" (editeval-long): a renamed
+    # function alone. The unit it left out went back, the new one after it, and the blank lines before the
+    # next unit left out were lost: the edit could not be handed out as a block edit and was refused.
+    instruction = "Compute the circle's area with math.pi, as circle_area."
+    view = focus(LONG, "shapes.py", instruction, "python")
+    answer = "import math\nimport os\n\n\ndef circle_area(radius):\n    return math.pi * radius * radius\n"
+    edit, new_text = Editor._apply("excerpt", "shapes.py", LONG, answer, "python", view, instruction)
+    added = "\n\ndef circle_area(radius):\n    return math.pi * radius * radius\n"
+    assert new_text == LONG.replace(AREA, AREA + added)
+    assert block.apply_text(LONG, edit, "shapes.py") == new_text
+
+
 def test_a_rewrite_of_the_excerpt_lands_in_place():
     view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
     new = view.splice(view.excerpt.replace("3.14", "math.pi"))
