@@ -154,9 +154,8 @@ def _blank_tail(lines: list[str]) -> int:
 def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> str:
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
     they were: a unit the answer shows no sign of keeping (`_kept`), unless the `instruction` asks for a
-    removal (REMOVAL) and names that unit. An answer that has none of any unit is
-    new code, and goes after them. A rewrite that leaves a unit out is a model that wrote only what it
-    changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change
+    removal (REMOVAL) and names that unit. An answer that kept no unit is new code, and goes after them. A
+    rewrite that leaves a unit out is a model that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change
     dedent, the 0.5B model stopped after dedent, and the two functions after it would have been deleted.
     A removal word alone deletes nothing: "Modify the function to remove all nested structures" is about
     the function's body, and taken as leave to delete, it cost the two unnamed functions shown beside it."""
