@@ -164,7 +164,8 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     said = {line.strip() for line in new}
     top = top_units(excerpt, path)
     named = set(WORD.findall(instruction)) if REMOVAL.search(instruction) else set()
-    left_out = [unit for unit in top if not _kept(unit, top, old, said)
+    written = {match.group(1) for line in new for match in [DEFINITION.search(line)] if match}
+    left_out = [unit for unit in top if not _kept(unit, top, old, said, written)
                 and not defined_names(old[unit.start:unit.end]) & named]
     if not left_out:
         return answer
@@ -201,19 +202,22 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     return "".join(line + "\n" for line in out)
 
 
-def _kept(unit: block.Unit, top: list[block.Unit], lines: list[str], said: set[str]) -> bool:
-    """Whether an answer whose lines (stripped) are `said` kept `unit`, rewritten or not, by the unit's telling
-    lines (KEPT_LINE_MIN characters or more, and none that another unit of `top` has, unless it has no other):
-    the answer has the unit's name line (its `def` line) among them, or more than half of them. One shared
-    line (`return None`, a docstring's) is no sign: taken as one, an answer that kept one unit, or wrote new
-    code, lost the unit beside it."""
+def _kept(unit: block.Unit, top: list[block.Unit], lines: list[str], said: set[str], written: set[str]) -> bool:
+    """Whether an answer whose lines (stripped) are `said`, defining the names `written`, kept `unit`, rewritten
+    or not: it defines every name the unit defines (`def f(*lists)` for `def f(a, b, c)`), or has, among the
+    unit's telling lines (KEPT_LINE_MIN characters or more, and none that another unit of `top` has, unless it
+    has no other), its name line (its `def` line) or more than half of them. One shared line (`return None`, a
+    docstring's) is no sign: taken as one, an answer that kept one unit, or wrote new code, lost the unit
+    beside it."""
     def own(u: block.Unit) -> set[str]:
         return {line.strip() for line in lines[u.start:u.end] if len(line.strip()) >= KEPT_LINE_MIN}
 
     mine = own(unit)
     telling = (mine - set().union(*(own(u) for u in top if u is not unit))) or mine
     name = re.sub(r" #\d+$", "", unit.name)  # a duplicate's name carries its number
-    return name in telling & said or 2 * len(telling & said) > len(telling)
+    defines = defined_names(lines[unit.start:unit.end])
+    return (bool(defines) and defines <= written or name in telling & said
+            or 2 * len(telling & said) > len(telling))
 
 
 def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:

@@ -260,6 +260,17 @@ def test_units_left_out_come_back_whole_and_the_answer_keeps_its_order(bodies, k
         position = result.index(line + "\n", position) + len(line) + 1
 
 
+def test_a_unit_rewritten_under_its_own_name_counts_as_kept():
+    from editor.focus import units_kept
+
+    # The 1.5B model's answer to "handle any number of input lists" (editeval-long): a new signature, a new
+    # first line; the old function was put back beside it, and the edit could not be handed out.
+    excerpt = ("def merge(a, b, c):\n    lists = [sorted(x) for x in [a, b, c]]\n    return list(heapq.merge(*lists))\n"
+               "\n\ndef other(values):\n    return values\n")
+    answer = "def merge(*lists):\n    lists = [sorted(x) for x in lists]\n    return list(heapq.merge(*lists))\n"
+    assert units_kept(excerpt, answer, "a.py") == answer + "\n\ndef other(values):\n    return values\n"
+
+
 def test_a_removal_word_deletes_only_the_units_the_instruction_names():
     from editor.focus import units_kept
 
