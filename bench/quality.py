@@ -175,8 +175,8 @@ def rescore(item: Item, fmt: str, row: dict) -> dict:
     """`row` (a cached result of `fmt` on `item`) scored again from the answer it kept, through the applier as
     it is now (`Editor._apply`, as `edit` applies an answer), without the model: a fix of the applier, the
     excerpt's splicing or validation is measured in seconds. A row without an answer (cached before rows kept
-    one), or whose try was stopped before it was applied (runaway) or broke (error), is kept as it is."""
-    if "answer" not in row or row["failure"] in ("runaway", "error"):
+    one, or whose run broke), or whose try was stopped before it was applied (runaway), is kept as it is."""
+    if "answer" not in row or row["failure"] == "runaway":
         return row
     view = view_for(fmt, PATH, item.code, item.instruction, "python")
     try:
