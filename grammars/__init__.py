@@ -128,7 +128,7 @@ def _ordered_hunks(grammar: str, document: str) -> str:
     distinct = {line: k for k, line in enumerate(dict.fromkeys(lines))}
     rules = ["hunks: hunk_header start_0", f"hunk_header: {header}", f"start_{count}: ADDED+ next_{count}"]
     for j in range(count + 1):
-        rules.append(f"next_{j}: {trailer} (hunk_header start_{j})?".replace(":  ", ": "))
+        rules.append(f"next_{j}: " + " ".join(part for part in (trailer, f"(hunk_header start_{j})?") if part))
     for i, line in enumerate(lines):
         k, last = distinct[line], i + 1 == count
         ended = f"next_{i + 1}" if last else f"(rest_{i + 1} | next_{i + 1})"
