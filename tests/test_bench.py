@@ -531,3 +531,23 @@ def test_the_quality_cache_keys_auto_by_the_weights_it_loads_here(amx, half, key
     monkeypatch.setattr(cpu_linear, "has_float16_product", lambda: half)
     assert cache_settings("/some/model", "auto", 0) == cache_settings("/some/model", key, 0)
     assert cache_settings("/some/model", "auto", 0)["quantize"] == key
+
+
+def test_excerpt_survey_finds_an_items_own_unit():
+    from bench.excerpts import own_names, shows
+
+    assert own_names("import os\n\ndef f(x):\n    return x\n\n\nclass C:\n    pass\n") == ["f", "C"]
+    assert own_names("def broken(:\n") == []
+    assert shows("x = 1\n\nclass C(Base):\n    pass\n", ["f", "C"])
+    assert not shows("def f_other(x):\n    return f(x)\n", ["f"])  # a call or a longer name is not the definition
+
+
+@pytest.mark.shared
+def test_excerpt_survey_grows_with_the_cap():
+    from bench.excerpts import survey, table
+
+    rows = survey("editeval-long", [40, 200])
+    assert [task for task, *_ in rows[40]] == [task for task, *_ in rows[200]] and len(rows[40]) == 60
+    assert all(small <= large for (_, small, _), (_, large, _) in zip(rows[40], rows[200]))
+    assert sum(shown for *_, shown in rows[200]) > 40  # most items' instructions lead to their unit
+    assert "| 40 | 60 |" in table(rows)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from editor import formats, prompting
-from editor.focus import View, focus, rank
+from editor.focus import EXCERPT_MAX_LINES, View, focus, rank
 from editor.formats import block
 from editor.propose import Editor
 from tests.tiny_models import chat_model, chat_tokenizer, teach
@@ -105,7 +105,9 @@ def test_an_instruction_about_no_unit_shows_the_last_units():
     text = "import os\n\n\n" + "\n\n".join(filler(name, 40) for name in NAMES)  # 8 functions of 43 lines
     view = focus(text, "tool.py", "Tidy up.", "python")
     assert view.excerpt.startswith("import os\n") and "def helper_hotel" in view.excerpt
-    assert "def helper_delta" not in view.excerpt and "def helper_echo" in view.excerpt  # 4 fit in 200 lines
+    fitting = (EXCERPT_MAX_LINES + 1) // 44  # the last units whose span (44 lines a unit with its blank) fits
+    assert 1 < fitting < len(NAMES)
+    assert all((f"def {name}" in view.excerpt) == (i >= len(NAMES) - fitting) for i, name in enumerate(NAMES))
     short = "def f():\n    return 1\n"
     assert focus(short, "a.py", "Tidy up.", "python").excerpt == short
 
