@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import grammars
+from decoding.constraint import byte_tokenizer, compiled
 from editor.errors import ApplyError, ParseError
 from editor.files import MemoryFiles
 from editor.formats import ot
@@ -625,28 +626,15 @@ def test_prefix_ok_on_a_long_prefix_is_fast():
 
 # --- the grammar -----------------------------------------------------------------------------
 
-class ByteTokenizer:
-    """One token per byte, plus an end token: the matcher then sees exactly the text's bytes."""
-
-    eos_token_id = 256
-    bos_token_id = None
-    tokens = [bytes([b]) for b in range(256)] + [b"<eos>"]
-    special_token_ids = [256]
-
-    def __call__(self, data: bytes) -> list[int]:
-        return list(data)
-
-
 @lru_cache(maxsize=1)
 def grammar_and_tokenizer():
-    grammar = llguidance.LLMatcher.grammar_from_lark(grammars.load("ot"))
-    return grammar, llguidance.LLTokenizer(llguidance.TokenizerWrapper(ByteTokenizer()))
+    """The OT grammar, and a tokenizer of one token per byte: the matcher sees exactly the text's bytes."""
+    return llguidance.LLMatcher.grammar_from_lark(grammars.load("ot")), byte_tokenizer()
 
 
 def grammar_accepts(text: str) -> bool:
     grammar, tokenizer = grammar_and_tokenizer()
-    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
-    assert not matcher.is_error(), matcher.get_error()
+    matcher = compiled(tokenizer, grammar)
     return all(matcher.consume_token(b) for b in text.encode("utf-8")) and matcher.is_accepting()
 
 
@@ -712,7 +700,7 @@ def admitted(doc: str, text: str) -> bool:
     """Whether decoding lets the model write `text`: the grammar takes every byte and, after every
     character, the token check (`prefix_ok`, as editor/request.py builds it) takes the prefix."""
     grammar, tokenizer = grammar_and_tokenizer()
-    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    matcher = compiled(tokenizer, grammar)
     for k, char in enumerate(text, 1):
         if not all(matcher.consume_token(b) for b in char.encode("utf-8")) or not ot.prefix_ok(doc, text[:k]):
             return False
