@@ -8,9 +8,11 @@ import torch
 
 from decoding.drafters import CombinedDrafter, CopyDrafter, Draft, Drafter, MTPDrafter
 from decoding.generate import (
+    REPEAT_MAX_PERIOD,
     REPEAT_WINDOW,
     GenerationError,
     Generator,
+    first_repetition,
     logits_to_probs,
     repeats_itself,
     verify_token,
@@ -146,8 +148,22 @@ def test_repetition_is_a_few_4_grams_over_the_whole_window():
     assert repeats_itself(cycle * 6, REPEAT_WINDOW)
     assert not repeats_itself(cycle * 6, REPEAT_WINDOW - 1)  # shorter than the window
     assert not repeats_itself([99] * 10 + cycle * 6, REPEAT_WINDOW + 10, begin=20)  # only output tokens count
-    assert not repeats_itself(list(range(33)) * 6, REPEAT_WINDOW)  # a 33-token cycle has 33 distinct 4-grams
+    # a 33-token cycle has 33 distinct 4-grams: the rule of longer runs (below) catches it
+    assert repeats_itself(list(range(33)) * 6, REPEAT_WINDOW) and not repeats_itself(list(range(33)) * 2, 66)
     assert not repeats_itself(cycle * 3 + list(range(100, 196)), REPEAT_WINDOW)
+
+
+def test_repetition_is_also_one_longer_run_written_three_times():
+    """A 6-line function written again and again is a cycle of ~50 tokens: more 4-grams than the first rule
+    counts, caught once three copies (and the window) are out, not at the output budget."""
+    function = list(range(1000, 1050))
+    assert not repeats_itself(function * 3, 149) and repeats_itself(function * 4, REPEAT_WINDOW)
+    assert first_repetition(function * 20, 0, 0) == REPEAT_WINDOW
+    long_function = list(range(1000, 1000 + REPEAT_MAX_PERIOD))
+    assert first_repetition(long_function * 4, 0, 0) == 3 * REPEAT_MAX_PERIOD
+    assert first_repetition([7] + list(range(2000, 2000 + REPEAT_MAX_PERIOD + 1)) * 4, 0, 0) is None  # too long a cycle
+    helper = list(range(1000, 1100))
+    assert first_repetition(helper * 2 + list(range(3000, 3300)) + helper * 2, 0, 0) is None  # twice is not a loop
 
 
 def test_snapshot_path_equals_crop_path(qwen2):
