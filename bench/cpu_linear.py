@@ -13,8 +13,10 @@ on each path in turn, alternating per T so all see the same machine. Prints a ma
 --kernels times one layer instead, of the default model's two shapes (an MLP projection and the lm_head,
 random weights), per weight format and PyTorch kernel: float32 as shipped, float16 (fbgemm), bfloat16
 (weights and inputs; oneDNN, AMX where the CPU has it), weight-only
-int8 and int4 (aten's `_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, group 32) and dynamic int8
-(torch.ao: activations quantised too). This is what chose `--quantize float16`.
+int8 and int4 (aten's `_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, group 32), weight-only int8 as
+torch.compile's inductor builds it from `F.linear(x, int8.float()) * scale` (frozen weights, its C++ GEMM
+templates tried: `max_autotune`), and dynamic int8 (torch.ao: activations quantised too). This is what chose
+`--quantize float16`.
 
 --weights times the whole model as `load_model` loads it with each `--quantize` mode: load seconds, a
 prefill of --context tokens, and forwards of 1, 2, 4 and 8 tokens from that KV cache, each through
@@ -145,7 +147,7 @@ def markdown_weights(report: dict) -> str:
     return "\n".join(lines)
 
 
-KERNEL_SHAPES = {"mlp up [4864, 896]": (4864, 896), "lm_head [151936, 896]": (151936, 896)}
+KERNEL_SHAPES = {"mlp up [8960, 1536]": (8960, 1536), "lm_head [151936, 1536]": (151936, 1536)}  # the 1.5B's
 KERNEL_ROWS = (1, 2, 4, 8)  # the scalar kernels take seconds a call beyond
 INT4_GROUP = 32
 
@@ -164,13 +166,37 @@ def kernel_products(weight: torch.Tensor) -> dict:
     int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
     scales_zeros = torch.stack([step.t(), (low + 8 * step).t()], -1).contiguous()  # [in / 32, out, 2]
     half = Float16Linear(layer)
+    inductor = compiled_int8(int8, scale)
     bfloat16 = weight.bfloat16()  # inputs rounded too: what a bfloat16 decoder (`--quantize bfloat16`) runs
     return {"float32 (shipped)": lambda x: fast_linear_forward(layer, x),
             "float16 (fbgemm)": half,
             "bfloat16 (oneDNN)": lambda x: F.linear(x.bfloat16(), bfloat16).float(),
             "int8 weight-only": lambda x: torch.ops.aten._weight_int8pack_mm(x, int8, scale),
             "int4 weight-only": lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, int4, INT4_GROUP, scales_zeros),
+            "int8 weight-only (inductor)": inductor,
             "int8 dynamic": quantize_int8(layer)}  # a quantised copy: `layer` stays float32
+
+
+class _Int8WeightOnly(nn.Module):
+    def __init__(self, int8: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.register_buffer("int8", int8)  # [out, in]
+        self.register_buffer("scale", scale)  # [out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [rows, in]
+        return F.linear(x, self.int8.to(x.dtype)) * self.scale
+
+
+def compiled_int8(int8: torch.Tensor, scale: torch.Tensor):
+    """Weight-only int8 as inductor compiles it for this CPU (the pattern gpt-fast uses), one compile a row count."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(_Int8WeightOnly(int8, scale).eval())
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN"):
+            return compiled(x)
+    return product
 
 
 def run_kernels(repeats: int) -> dict:

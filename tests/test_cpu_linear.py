@@ -205,6 +205,7 @@ def test_bench_kernels_products_agree_on_one_layer():
     assert errors["float32 (shipped)"] < 1e-6 and errors["float16 (fbgemm)"] < 1e-3, errors
     assert errors["bfloat16 (oneDNN)"] < 0.01, errors  # 8 significant bits of weights and inputs
     assert errors["int8 weight-only"] < 0.02 and errors["int8 dynamic"] < 0.05 and errors["int4 weight-only"] < 0.2, errors
+    assert errors["int8 weight-only (inductor)"] < 0.02, errors
 
 
 # --- bfloat16 decoder -----------------------------------------------------------------------------------------
