@@ -187,20 +187,38 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     rest = [i for i in range(len(old)) if i not in rows]
     pending = sorted(rows)
     out: list[str] = []
+    # The blank lines that followed the last unit put back, owed to the answer's next line unless that line is
+    # blank itself: an answer of the one function it changed has none above it, and the units put back above
+    # would otherwise run into it.
+    owed: list[str] = []
 
     def put_back(before: int) -> None:  # the left-out lines above the excerpt's line `before`
+        nonlocal owed
         while pending and pending[0] < before:
-            out.append(old[pending.pop(0)])
+            row = pending.pop(0)
+            out.append(old[row])
+            after = row + 1
+            while after < len(old) and not old[after].strip() and after not in rows:
+                after += 1
+            owed = old[row + 1:after]
+
+    def add(line: str) -> None:
+        nonlocal owed
+        if line.strip():
+            out.extend(owed)
+        owed = []
+        out.append(line)
 
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, [old[i] for i in rest], new,
                                                         autojunk=False).get_opcodes():
         if tag == "equal":
             for k in range(i2 - i1):
                 put_back(rest[i1 + k])
-                out.append(new[j1 + k])
+                add(new[j1 + k])
             continue
         put_back(rest[i1] if i1 < len(rest) else len(old))  # new code goes after a unit put back above it
-        out.extend(new[j1:j2])
+        for line in new[j1:j2]:
+            add(line)
     put_back(len(old))
     return "".join(line + "\n" for line in out)
 

@@ -270,12 +270,16 @@ class Editor:
         """(parsed edit, new text): the model's output applied to `text` in memory and validated, through
         the applier `edit apply` uses. EditError when it is rejected, or changes or deletes the file.
         With a `view`, the output edits the excerpt the model saw, spliced back into `text`; the edit handed
-        out is then the same format's edit of the whole file (`file_edit`). An excerpt's rewrite that left off
-        units keeps them (`focus.units_kept`), unless the instruction asks to remove them by name."""
+        out is then the same format's edit of the whole file (`file_edit`). A rewrite of an excerpt or of a long
+        file that left off units keeps them (`focus.units_kept`), unless the instruction asks to remove them by
+        name."""
         shown = view.excerpt if view is not None else text
         if fmt in REWRITES:
             new_shown, edit, errors = whole_text(output, shown), None, []
-            if view is not None:
+            # A rewrite of an excerpt, or of a file past a screenful, that leaves units out is a model that wrote
+            # only what it changed: asked for the whole 300-800 line file, the 1.5B model wrote back the one
+            # function it fixed on every long HumanEvalFix item it was asked about, and the rest was deleted.
+            if view is not None or text.count("\n") > FOCUS_MIN_LINES:
                 new_shown = units_kept(shown, new_shown, name, instruction)
         else:
             result = apply_edit(output, format=fmt, files=MemoryFiles({name: shown}), targets=[name],

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from editor import formats, prompting
 from editor.focus import EXCERPT_MAX_LINES, View, focus, rank
 from editor.formats import block
-from editor.propose import Editor
+from editor.propose import FOCUS_MIN_LINES, Editor
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 
@@ -294,3 +294,18 @@ def test_the_editor_keeps_what_an_excerpt_rewrite_left_off_unless_asked_to_remov
     _, new_text = Editor._apply("excerpt", "shapes.py", text, stopped, "python", view,
                                 "Use math.pi in area and remove main.")
     assert "def main" not in new_text and "math.pi" in new_text
+
+
+def test_a_whole_rewrite_of_a_long_file_keeps_the_units_it_left_off():
+    """Asked for a whole long file, the model writes back the one function it changed: the rest stays. A short
+    file's whole rewrite is taken as written (the model saw all of it and means what it left out)."""
+    answer = "```python\ndef area(radius):\n    return math.pi * radius * radius\n```\n"
+    _, new_text = Editor._apply("whole", "shapes.py", LONG, answer, "python", None, "Use math.pi in area.")
+    assert new_text == LONG.replace("3.14", "math.pi")
+    _, new_text = Editor._apply("whole", "shapes.py", LONG, answer, "python", None,
+                                "Use math.pi in area and remove helper_alpha.")
+    assert "def helper_alpha" not in new_text and "def helper_bravo" in new_text and "math.pi" in new_text
+    short = "import math\n\n\n" + filler("helper_alpha") + "\n\n" + AREA
+    assert short.count("\n") <= FOCUS_MIN_LINES
+    _, new_text = Editor._apply("whole", "shapes.py", short, answer, "python", None, "Use math.pi in area.")
+    assert new_text == "def area(radius):\n    return math.pi * radius * radius\n"
