@@ -279,7 +279,7 @@ class Editor:
             # A rewrite of an excerpt, or of a file past a screenful, that leaves units out is a model that wrote
             # only what it changed: asked for the whole 300-800 line file, the 1.5B model wrote back the one
             # function it fixed on every long HumanEvalFix item it was asked about, and the rest was deleted.
-            if view is not None or text.count("\n") > FOCUS_MIN_LINES:
+            if view is not None or past_a_screenful(text):
                 new_shown = units_kept(shown, new_shown, name, instruction)
         else:
             result = apply_edit(output, format=fmt, files=MemoryFiles({name: shown}), targets=[name],
@@ -306,11 +306,17 @@ class Editor:
         return edit, new_text
 
 
+def past_a_screenful(text: str) -> bool:
+    """Whether `text` is a long file (past FOCUS_MIN_LINES): edits see an excerpt of it, and a rewrite that leaves
+    units out keeps them."""
+    return text.count("\n") > FOCUS_MIN_LINES
+
+
 def view_for(fmt: str, name: str, text: str, instruction: str, language: str | None):
     """The excerpt of `text` an edit in `fmt` shows the model (`focus`), or None: the whole file. Past a
     screenful (FOCUS_MIN_LINES) a block or excerpt edit sees the file's imports and the units the instruction
     is about; the other formats, and any edit of a shorter file, see it all."""
-    if fmt in FOCUSED_FORMATS and text.count("\n") > FOCUS_MIN_LINES:
+    if fmt in FOCUSED_FORMATS and past_a_screenful(text):
         return focus(text, name, instruction, language)
     return None
 
