@@ -158,8 +158,9 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     """`answer` (a rewrite of `excerpt`, the file `path`) with the top-level units it left out put back where
     they were: a unit the answer shows no sign of keeping (`_kept`), unless the `instruction` asks for a
     removal (REMOVAL) and names that unit. An answer that kept no unit is new code, and goes after them. A
-    rewrite that leaves a unit out is a model that wrote only what it changed, not one that deletes: shown textwrap.py cut to dedent and its neighbours and asked to change
-    dedent, the 0.5B model stopped after dedent, and the two functions after it would have been deleted.
+    rewrite that leaves a unit out is a model that wrote only what it changed, not one that deletes: shown
+    textwrap.py cut to dedent and its neighbours and asked to change dedent, the 0.5B model stopped after
+    dedent, and the two functions after it would have been deleted.
     A removal word alone deletes nothing: "Modify the function to remove all nested structures" is about
     the function's body, and taken as leave to delete, it cost the two unnamed functions shown beside it."""
     old = apply_patch.split_lines(excerpt)[0]
@@ -168,8 +169,13 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     top = top_units(excerpt, path)
     named = set(WORD.findall(instruction)) if REMOVAL.search(instruction) else set()
     written = {match.group(1) for line in new for match in [DEFINITION.search(line)] if match}
-    left_out = [unit for unit in top if not _kept(unit, top, old, said, written)
-                and not defined_names(old[unit.start:unit.end]) & named]
+    owns = [{line.strip() for line in old[u.start:u.end] if len(line.strip()) >= KEPT_LINE_MIN} for u in top]
+    units_having = Counter(line for own in owns for line in own)  # how many units have each line
+    left_out = []
+    for unit, own in zip(top, owns):
+        defines = defined_names(old[unit.start:unit.end])
+        if not _kept(unit, own, units_having, defines, said, written) and not defines & named:
+            left_out.append(unit)
     if not left_out:
         return answer
     rows = set()
@@ -194,9 +200,11 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
 
     def put_back(before: int) -> None:  # the left-out lines above the excerpt's line `before`
         nonlocal owed
+        row = None
         while pending and pending[0] < before:
             row = pending.pop(0)
             out.append(old[row])
+        if row is not None:
             after = row + 1
             while after < len(old) and not old[after].strip() and after not in rows:
                 after += 1
@@ -223,20 +231,16 @@ def units_kept(excerpt: str, answer: str, path: str, instruction: str = "") -> s
     return "".join(line + "\n" for line in out)
 
 
-def _kept(unit: block.Unit, top: list[block.Unit], lines: list[str], said: set[str], written: set[str]) -> bool:
+def _kept(unit: block.Unit, own: set[str], units_having: Counter, defines: set[str], said: set[str],
+          written: set[str]) -> bool:
     """Whether an answer whose lines (stripped) are `said`, defining the names `written`, kept `unit`, rewritten
-    or not: it defines every name the unit defines (`def f(*lists)` for `def f(a, b, c)`), or has, among the
-    unit's telling lines (KEPT_LINE_MIN characters or more, and none that another unit of `top` has, unless it
-    has no other), its name line (its `def` line) or more than half of them. One shared line (`return None`, a
-    docstring's) is no sign: taken as one, an answer that kept one unit, or wrote new code, lost the unit
-    beside it."""
-    def own(u: block.Unit) -> set[str]:
-        return {line.strip() for line in lines[u.start:u.end] if len(line.strip()) >= KEPT_LINE_MIN}
-
-    mine = own(unit)
-    telling = (mine - set().union(*(own(u) for u in top if u is not unit))) or mine
+    or not: it defines every name the unit defines (`defines`; `def f(*lists)` for `def f(a, b, c)`), or has,
+    among the unit's telling lines (of its `own` lines, KEPT_LINE_MIN characters or more, those no other unit
+    has, `units_having` counting the units that have each line; all of them, for a unit with none of its own),
+    its name line (its `def` line) or more than half of them. One shared line (`return None`, a docstring's)
+    is no sign: taken as one, an answer that kept one unit, or wrote new code, lost the unit beside it."""
+    telling = {line for line in own if units_having[line] == 1} or own
     name = re.sub(r" #\d+$", "", unit.name)  # a duplicate's name carries its number
-    defines = defined_names(lines[unit.start:unit.end])
     return (bool(defines) and defines <= written or name in telling & said
             or 2 * len(telling & said) > len(telling))
 
