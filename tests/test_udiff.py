@@ -616,6 +616,22 @@ def test_narrowed_hunks_quote_contiguous_runs_of_the_file():
     assert _accepts(marked, udiff.render(udiff.diff(unended, unended.replace("[1]", "[2]"), "x.py")))
 
 
+def test_a_diff_may_end_on_an_added_line_without_its_newline():
+    # The 1.5B ends its turn right after the added line's text (p = 0.998); a grammar that wanted "\n" first made
+    # it write on into a comment until the output budget ran out (9 of its first 14 EditEval udiffs).
+    document = "def truncate(number):\n    return number % 1.0\n"
+    head = "--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,2 @@\n def truncate(number):\n-    return number % 1.0\n"
+    for code in (False, True):
+        constrained = grammars.narrow(grammars.load("udiff"), document=document, paths=["x.py"], code=code)
+        assert _accepts(constrained, head + "+    return int(number)")
+        assert _accepts(constrained, head + "+    return int(number)\n+    # whole part")
+        assert not _accepts(constrained, head + "+    return int(number)\n-    return number % 1.0")
+    code_only = grammars.narrow(grammars.load("udiff"), document=document, paths=["x.py"], code=True)
+    assert not _accepts(code_only, head + "+++ b/x.py")  # no marker-like code line, ended or not
+    answer = udiff.recount(head + "+    return int(number)")
+    assert applied({"x.py": document}, answer)["x.py"] == "def truncate(number):\n    return int(number)\n"
+
+
 def test_recount_fixes_hunk_header_counts():
     miscounted = "--- a/f\n+++ b/f\n@@ -2,9 +2,1 @@ def f\n a\n-b\n+c\n+d\n@@ -9 +10,7 @@\n x\n"
     fixed = udiff.recount(miscounted)
