@@ -7,6 +7,11 @@ grammar (see `grammars/`) with an `llguidance.LLMatcher`, and layers an optional
 EOS is kept out of the matcher: llguidance counts an EOS in its token history in some states and
 not in others (it swallows one that ends a grammar which cannot go on), which would make
 `rollback(n)` ambiguous. The constraint records it itself, as `_ended`.
+
+An EOS may also stand for a last "\n": where one newline would let the grammar end, EOS is allowed and
+consumed as that newline. A chat model ends its turn without its answer's last newline (the chat template
+strips the prompt's example answers), while a line format's grammar ends every line with one: the 1.5B,
+refused the end of its turn until a newline came, wrote its last diff line on into an endless comment.
 """
 
 from __future__ import annotations
@@ -96,6 +101,9 @@ class GrammarConstraint:
         self._text = bytearray()  # the bytes generated so far
         self._text_ends: list[int] = []  # len(self._text) after each consumed token, for rollback
         self._ended = False  # an EOS token was consumed
+        self._ended_as_newline = False  # ... and stood for a last "\n", which is in the matcher
+        newline = llg_tokenizer.tokenize_str("\n")
+        self._newline = newline[0] if len(newline) == 1 else None
 
     def mask(self) -> torch.Tensor:
         """bool [vocab_size]: the tokens the grammar allows next (only EOS once it has ended)."""
@@ -109,7 +117,11 @@ class GrammarConstraint:
         # Bit i of the little-endian int32 words is token i; count= pads with False (or trims the
         # last word's spare bits). unpackbits allocates, so callers may keep the returned mask.
         bits = np.unpackbits(self._bitmask.view(np.uint8), count=self.vocab_size, bitorder="little")
-        return torch.from_numpy(bits.view(bool))
+        allowed = bits.view(bool)
+        eos = list(self.eos_tokens)
+        if not allowed[eos].any() and self._newline is not None and allowed[self._newline] and self._newline_ends():
+            allowed[eos] = True
+        return torch.from_numpy(allowed)
 
     def token_ok(self, token: int) -> bool:
         """The document check on `token` appended to the text so far; True without a check."""
@@ -139,6 +151,10 @@ class GrammarConstraint:
             self._text += self.tokenizer.decode_bytes([token])
             self._text_ends.append(len(self._text))
         if len(body) < len(tokens):
+            if not self.matcher.is_accepting() and not self.matcher.is_stopped():  # EOS stands for a last "\n"
+                if not self.matcher.consume_tokens([self._newline]):
+                    self._fail("consume")
+                self._ended_as_newline = True
             self._text_ends.append(len(self._text))
             self._ended = True
 
@@ -148,10 +164,10 @@ class GrammarConstraint:
             raise ConstraintError(f"cannot roll back {n} tokens: {len(self._text_ends)} consumed")
         if n == 0:
             return
-        in_matcher = n - 1 if self._ended else n  # EOS (last, if any) is not in the matcher
+        in_matcher = n - 1 if self._ended and not self._ended_as_newline else n  # an EOS alone is not in it
         if in_matcher and not self.matcher.rollback(in_matcher):
             self._fail(f"rollback({in_matcher})")  # e.g. a grammar with max_tokens disables it
-        self._ended = False
+        self._ended = self._ended_as_newline = False
         del self._text_ends[-n:]
         del self._text[self._text_ends[-1] if self._text_ends else 0:]
 
@@ -170,7 +186,20 @@ class GrammarConstraint:
             if self.matcher.is_error():
                 self._fail("validate")
             return 1 if tokens[0] in self.eos_tokens else 0
+        if tokens[0] in self.eos_tokens and self._newline_ends():
+            return 1
         return self.matcher.validate_tokens(tokens)  # stops after an EOS that may end the grammar
+
+    def _newline_ends(self) -> bool:
+        """Whether one "\n" here would let the grammar end (and it cannot end without it)."""
+        if self._newline is None or self.matcher.is_accepting() or self.matcher.validate_tokens([self._newline]) < 1:
+            return False
+        if not self.matcher.consume_tokens([self._newline]):
+            self._fail("consume")
+        ends = self.matcher.is_accepting()
+        if not self.matcher.rollback(1):
+            self._fail("rollback(1)")
+        return ends
 
     def _checked_len(self, tokens: list[int], limit: int) -> int:
         """How many of tokens[:limit] pass token_check, each with the ones before it."""
@@ -231,7 +260,12 @@ def compiled(llg_tokenizer: llguidance.LLTokenizer, grammar_text: str) -> llguid
 
 
 def grammar_admits(grammar_text: str, text: str) -> bool:
-    """Whether `grammar_text` (Lark, as `GrammarConstraint` takes it) admits `text` as a whole output. It compiles
-    the grammar (a few ms; ~0.1 s for an apply_patch grammar narrowed to a 300-line file) and feeds the bytes."""
-    matcher = compiled(byte_tokenizer(), grammar_text)
-    return matcher.consume_tokens(list(text.encode("utf-8"))) and matcher.is_accepting()
+    """Whether `GrammarConstraint` over `grammar_text` (Lark) lets `text` be a whole output: the grammar admits it,
+    or admits it with the last newline an EOS stands for. It compiles the grammar (a few ms; ~0.1 s for an
+    apply_patch grammar narrowed to a 300-line file) and feeds the bytes."""
+    constraint = GrammarConstraint(byte_tokenizer(), grammar_text)
+    data = list(text.encode("utf-8"))
+    if constraint.valid_prefix_len(data) < len(data):
+        return False
+    constraint.consume(data)
+    return bool(constraint.mask()[BYTE_EOS])

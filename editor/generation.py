@@ -47,8 +47,9 @@ class LocalModel:
 
 class ServerModel:
     """A served model: the request's prompt ids and grammar sent to the server (`client`, a ServerClient).
-    Thread-safe, so many edits can be in flight at once (`edit batch`). No repetition guard and no OT
-    document check run on the server: the output budget and the applier stop what they would have."""
+    Thread-safe, so many edits can be in flight at once (`edit batch`). No repetition guard, no OT document
+    check and no end of turn taken for a last newline (`GrammarConstraint`) on the server: the output budget and
+    the applier stop what they would have."""
 
     local = False
     eos_token_ids: set[int] = set()  # the server stops at the model's own end of turn

@@ -25,9 +25,8 @@ MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
 # these starts a line of code in a language we parse (a line inside a multi-line string, or a JavaScript "++i;"
 # at column 0, aside: rare, and refused here). The default model, shown an excerpt, closed a unit's text with a
 # fence, wrote "***Insert after:" as text, and ended patches with "+++ End Patch", "+++END PATCH" or "+++"
-# (added lines: syntax errors). CODE_TEXT is such a line's text, never empty; CODE_TEXT_LINE, a line with its "\n".
-CODE_TEXT = r"([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)"
-CODE_TEXT_LINE = f"/{CODE_TEXT}?\\n/"
+# (added lines: syntax errors).
+CODE_TEXT_LINE = r"/([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
 
 
 class GrammarError(ValueError):
@@ -59,7 +58,7 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
     """`grammar` with DOC_LINE, PATH, LANGUAGE and UNIT narrowed; `source` names it in errors. With
     `unit_after` (for each unit, the index of the first unit past its end), a block edit's operations
     must name units top to bottom, none twice and none inside one already named. `code`: the document is
-    code, and a block edit's TEXT_LINE and a patch's ADDED (and UNENDED_ADDED) line take CODE_TEXT_LINE's text."""
+    code, and a block edit's TEXT_LINE and a patch's ADDED line take CODE_TEXT_LINE's text."""
     if document is not None:
         grammar = _redefine(grammar, source, "DOC_LINE", document_lines(document))
         if re.search(r"^hunks:", grammar, flags=re.MULTILINE):
@@ -77,8 +76,6 @@ def narrow(grammar: str, *, document: str | None = None, paths: list[str] | None
                          flags=re.MULTILINE)
         grammar = re.sub(r'^ADDED: "\+" .*?( NO_NEWLINE\?)?$', lambda m: 'ADDED: "+" ' + CODE_TEXT_LINE + (m[1] or ""),
                          grammar, count=1, flags=re.MULTILINE)
-        grammar = re.sub(r'^UNENDED_ADDED: "\+" .*$', lambda _: f'UNENDED_ADDED: "+" /{CODE_TEXT}/', grammar, count=1,
-                         flags=re.MULTILINE)
     return grammar
 
 

@@ -81,7 +81,7 @@ def test_mask_allows_exactly_the_next_tokens_of_the_grammar(llg):
             forced = constraint.matcher.compute_ff_bytes()
             expected = {t for t, piece in enumerate(token_bytes)
                         if piece and t != llg.eos_token and prefix + piece in prefixes}
-            if prefix in language:
+            if prefix in language or prefix + b"\n" in language:  # an EOS may stand for a last newline
                 expected.add(llg.eos_token)
             if forced:  # llguidance then allows only the canonical first token of the forced bytes
                 assert allowed(constraint) <= expected and allowed(constraint)
@@ -204,6 +204,27 @@ def test_token_check_cuts_tokens(llg):
     assert "bad" in llg.decode_str(unchecked[:len(forced) + 1])
 
 
+def test_an_eos_stands_for_a_last_newline_where_one_would_end_the_grammar(llg):
+    # A chat model ends its turn without its answer's last newline; a line grammar wants one.
+    eos = llg.eos_token
+    constraint = GrammarConstraint(llg, 'start: LINE+\nLINE: /[a-z]+/ "\\n"\n')
+    assert not constraint.mask()[eos]  # nothing written: a newline alone does not end it
+    constraint.consume(llg.tokenize_str("abc"))
+    before = constraint.mask()
+    assert before[eos] and constraint.valid_prefix_len([eos]) == 1
+    constraint.consume([eos])
+    assert constraint.is_finished() and constraint.mask().nonzero().flatten().tolist() == [eos]
+    constraint.rollback(1)  # the newline the EOS stood for goes with it
+    assert not constraint.is_finished() and torch.equal(constraint.mask(), before)
+    constraint.consume(llg.tokenize_str("\nab"))
+    assert constraint.mask()[eos]
+    constraint.consume(llg.tokenize_str("\n"))
+    assert constraint.mask()[eos]  # the grammar's own end
+    two_lines = GrammarConstraint(llg, 'start: LINE LINE\nLINE: /[a-z]+/ "\\n"\n')
+    two_lines.consume(llg.tokenize_str("abc"))
+    assert not two_lines.mask()[eos] and two_lines.valid_prefix_len([eos]) == 0  # a newline would not end it
+
+
 def test_greedy_decoding_under_the_constraint_yields_the_grammar(llg):
     lines = document_lines(DOCUMENT)
     language = hunks_regex(lines, ["a.py", "b/c.py"])
@@ -230,7 +251,7 @@ def test_greedy_decoding_under_the_constraint_yields_the_grammar(llg):
             constraint.consume([token])
             tokens.append(token)
         text = llg.decode_str([t for t in tokens if t != llg.eos_token])
-        assert language.fullmatch(text), text
+        assert language.fullmatch(text) or language.fullmatch(text + "\n"), text  # EOS for a last newline
         texts.append(text)
     walked = "".join(texts)
     assert "\n-" in walked and "\n+" in walked and walked.count("@@") > len(texts)

@@ -255,7 +255,8 @@ def test_an_answer_that_does_not_apply_back_or_the_grammar_refuses_is_caught():
 def test_grammar_admits_checks_the_whole_text():
     grammar = 'start: "a" NAME "\\n"\nNAME: /[a-z]+/'
     assert grammar_admits(grammar, "abc\n")
-    assert not grammar_admits(grammar, "abc")  # unfinished
+    assert grammar_admits(grammar, "abc")  # as decoded: an EOS stands for the last newline
+    assert not grammar_admits(grammar, "a")  # unfinished
     assert not grammar_admits(grammar, "aBc\n")
 
 
