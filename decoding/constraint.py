@@ -192,14 +192,9 @@ class GrammarConstraint:
 
     def _newline_ends(self) -> bool:
         """Whether one "\n" here would let the grammar end (and it cannot end without it)."""
-        if self._newline is None or self.matcher.is_accepting() or self.matcher.validate_tokens([self._newline]) < 1:
+        if self._newline is None or self.matcher.is_accepting():
             return False
-        if not self.matcher.consume_tokens([self._newline]):
-            self._fail("consume")
-        ends = self.matcher.is_accepting()
-        if not self.matcher.rollback(1):
-            self._fail("rollback(1)")
-        return ends
+        return self.matcher.validate_tokens([self._newline, next(iter(self.eos_tokens))]) == 2
 
     def _checked_len(self, tokens: list[int], limit: int) -> int:
         """How many of tokens[:limit] pass token_check, each with the ones before it."""

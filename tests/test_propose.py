@@ -189,11 +189,12 @@ LONG_SOURCE = SOURCE + "".join(f"\n\ndef f{i}(x):\n    return x + {i}\n" for i i
 
 @pytest.fixture(scope="module")
 def looping():
-    """A tiny model taught (briefly, so that it does not learn where to stop) to answer with one line over and over."""
+    """A tiny model taught to answer with one line over and over: 30 times (~270 tokens), past the repetition guard's
+    window (192), so that the guard stops it even where it learned where to stop (12 times did, with one tokenizer)."""
     tokenizer = chat_tokenizer(LONG_SOURCE + "print(area(2.0))\n")
     model = chat_model(tokenizer)
     chat = prompting.messages("whole", path="shapes.py", text=LONG_SOURCE, instruction=INSTRUCTION, language="python")
-    teach(model, tokenizer, chat, "print(area(2.0))\n" * 12, steps=60)
+    teach(model, tokenizer, chat, "print(area(2.0))\n" * 30, steps=60)
     return model, tokenizer
 
 
