@@ -9,9 +9,10 @@ not in others (it swallows one that ends a grammar which cannot go on), which wo
 `rollback(n)` ambiguous. The constraint records it itself, as `_ended`.
 
 An EOS may also stand for a last "\n": where one newline would let the grammar end, EOS is allowed and
-consumed as that newline. A chat model ends its turn without its answer's last newline (the chat template
-strips the prompt's example answers), while a line format's grammar ends every line with one: the 1.5B,
+consumed as that newline. A chat model ends its turn without its answer's last newline (chat messages carry
+answers stripped, the prompts' examples too), while a line format's grammar ends every line with one: the 1.5B,
 refused the end of its turn until a newline came, wrote its last diff line on into an endless comment.
+(`consume` takes such an EOS alone, as the generator's last token; after other tokens it is refused.)
 """
 
 from __future__ import annotations
