@@ -98,6 +98,7 @@ class GrammarConstraint:
         self.matcher = compiled(llg_tokenizer, grammar_text)
         self.token_check = token_check
         self.eos_tokens = frozenset(llg_tokenizer.eos_tokens)
+        self._eos_ids = sorted(self.eos_tokens)  # for indexing a mask, built once: mask() runs every token
         self._bitmask = np.zeros((llg_tokenizer.vocab_size + 31) // 32, dtype=np.int32)
         self._text = bytearray()  # the bytes generated so far
         self._text_ends: list[int] = []  # len(self._text) after each consumed token, for rollback
@@ -110,7 +111,7 @@ class GrammarConstraint:
         """bool [vocab_size]: the tokens the grammar allows next (only EOS once it has ended)."""
         if self._ended:
             allowed = np.zeros(self.vocab_size, dtype=bool)
-            allowed[list(self.eos_tokens)] = True
+            allowed[self._eos_ids] = True
             return torch.from_numpy(allowed)
         self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
         if self.matcher.is_error():
@@ -119,9 +120,9 @@ class GrammarConstraint:
         # last word's spare bits). unpackbits allocates, so callers may keep the returned mask.
         bits = np.unpackbits(self._bitmask.view(np.uint8), count=self.vocab_size, bitorder="little")
         allowed = bits.view(bool)
-        eos = list(self.eos_tokens)
-        if not allowed[eos].any() and self._newline is not None and allowed[self._newline] and self._newline_ends():
-            allowed[eos] = True
+        if not allowed[self._eos_ids].any() and self._newline is not None and allowed[self._newline] \
+                and self._newline_ends():
+            allowed[self._eos_ids] = True
         return torch.from_numpy(allowed)
 
     def token_ok(self, token: int) -> bool:
@@ -195,7 +196,7 @@ class GrammarConstraint:
         """Whether one "\n" here would let the grammar end (and it cannot end without it)."""
         if self._newline is None or self.matcher.is_accepting():
             return False
-        return self.matcher.validate_tokens([self._newline, next(iter(self.eos_tokens))]) == 2
+        return self.matcher.validate_tokens([self._newline, self._eos_ids[0]]) == 2
 
     def _checked_len(self, tokens: list[int], limit: int) -> int:
         """How many of tokens[:limit] pass token_check, each with the ones before it."""
