@@ -76,6 +76,9 @@ class Generation:
     tokens: list[int]  # generated tokens, without the prompt and without the stopping EOS
     stats: Stats
     finish_reason: str = "length"  # "eos" | "grammar" | "length" | "repetition" (see `repeats_itself`)
+    # Greedy only, one per token: (how far the token's logit is above the runner-up's, the runner-up), where the
+    # runner-up is the best other token the constraint allowed there; (inf, None) for a forced token or none.
+    runner_ups: list[tuple[float, int | None]] = field(default_factory=list)
 
 
 # --- repetition guard ----------------------------------------------------------------------------------------
@@ -150,6 +153,20 @@ def greedy_token(logits: torch.Tensor, constraint) -> int:
         if constraint.token_ok(token):
             return token
         logits[token] = float("-inf")
+
+
+def runner_up(logits: torch.Tensor, token: int, constraint) -> tuple[float, int | None]:
+    # logits: [V], masked. The best token other than `token` that passes the constraint's document check, and the
+    # gap log p(token) - log p(runner-up) = the difference of their logits; (inf, None) when there is none.
+    others = logits.clone()
+    others[token] = float("-inf")
+    while True:
+        alternative = int(others.argmax())
+        if others[alternative] == float("-inf"):
+            return float("inf"), None
+        if constraint.token_ok(alternative):
+            return float(logits[token] - others[alternative]), alternative
+        others[alternative] = float("-inf")
 
 
 def sample(probs: torch.Tensor, constraint, rng: torch.Generator | None) -> int:
@@ -456,6 +473,7 @@ class Generator:
         eos = set(eos_token_ids) if eos_token_ids is not None else self.eos_token_ids
         grammar = TimedConstraint(constraint if constraint is not None else Unconstrained(), stats)
         tokens = list(prompt_ids)
+        runner_ups: list[tuple[float, int | None]] = []  # greedy: one per token past the prompt
         k = self.max_draft if not self.adaptive else max(1, self.max_draft // 2)
         finish = "length"
         end = None  # where the output is cut when it repeats itself
@@ -485,6 +503,7 @@ class Generator:
                     forced = forced[:stop]
                     grammar.consume(forced)
                     tokens += forced
+                    runner_ups += [(float("inf"), None)] * len(forced)
                     end = first_repetition(tokens, len(tokens) - len(forced), len(prompt_ids))
                     stats.forced_tokens += len(forced)
                     stats.new_tokens = len(tokens) - len(prompt_ids)
@@ -518,8 +537,10 @@ class Generator:
                 for i in range(valid + 1):
                     draft_token = draft_tokens[i] if i < len(draft_tokens) else None
                     q = draft.probs[i] if draft.probs is not None and draft_token is not None else None
-                    ok, token = verify_token(apply_mask(logits[i], masks[i]), draft_token, q, grammar,
-                                             temperature, top_p, rng)
+                    masked = apply_mask(logits[i], masks[i])
+                    ok, token = verify_token(masked, draft_token, q, grammar, temperature, top_p, rng)
+                    if temperature <= 0:
+                        runner_ups.append(runner_up(masked, token, grammar))
                     if not ok or i == valid:
                         break
                     grammar.consume([token])
@@ -546,6 +567,7 @@ class Generator:
                     k = next_draft_len(k, len(draft_tokens), accepted, self.max_draft)
                 if token in eos:
                     finish = "eos"
+                    runner_ups = runner_ups[:len(tokens) - len(prompt_ids)]
                 else:
                     grammar.consume([token])
                     tokens.append(token)
@@ -563,4 +585,4 @@ class Generator:
         output = tokens[len(prompt_ids):end]
         stats.new_tokens = len(output)
         stats.refresh(started)
-        return Generation(output, stats, finish)
+        return Generation(output, stats, finish, runner_ups[:len(output)] if temperature <= 0 else [])

@@ -22,7 +22,10 @@ class Backend(Protocol):
     eos_token_ids: set[int]
     vocab_size: int | None
 
-    def generate(self, request: Request, *, temperature: float, seed: int, on_progress) -> tuple[str, Generation]: ...
+    def generate(self, request: Request, *, temperature: float, seed: int, on_progress,
+                 prefix: list[int] = ()) -> tuple[str, Generation]:
+        """The answer to `request`; with `prefix`, the answer that starts with those tokens (a fresh request:
+        its constraint reads them first). Only a backend whose Generations carry `runner_ups` takes a prefix."""
 
 
 class LocalModel:
@@ -38,10 +41,20 @@ class LocalModel:
         self.eos_token_ids = self.generator.eos_token_ids
         self.vocab_size = model.get_output_embeddings().out_features  # int8 layers have no .weight tensor
 
-    def generate(self, request, *, temperature, seed, on_progress):
-        generation = self.generator.generate(request.prompt_ids, request.constraint,
-                                             max_new_tokens=request.max_new_tokens, temperature=temperature,
-                                             seed=seed, on_progress=on_progress, drafters=request.drafters)
+    def generate(self, request, *, temperature, seed, on_progress, prefix=()):
+        from decoding.generate import Generation
+
+        prefix = list(prefix)
+        if prefix and request.constraint is not None:
+            request.constraint.consume(prefix)
+        # The prefix extends the last call's prompt and output, which the generator's KV cache holds.
+        generation = self.generator.generate(request.prompt_ids + prefix, request.constraint,
+                                             max_new_tokens=request.max_new_tokens - len(prefix),
+                                             temperature=temperature, seed=seed, on_progress=on_progress,
+                                             drafters=request.drafters)
+        if prefix:
+            generation = Generation(prefix + generation.tokens, generation.stats, generation.finish_reason,
+                                    [(float("inf"), None)] * len(prefix) + generation.runner_ups)
         return self.tokenizer.decode(generation.tokens, skip_special_tokens=True), generation
 
 
@@ -58,8 +71,11 @@ class ServerModel:
     def __init__(self, client, tokenizer):
         self.client, self.tokenizer = client, tokenizer
 
-    def generate(self, request, *, temperature, seed, on_progress):
+    def generate(self, request, *, temperature, seed, on_progress, prefix=()):
         from decoding.generate import Generation, Stats
+
+        if prefix:
+            raise ValueError("a served model answers from the prompt only; its Generations have no runner_ups")
 
         done = self.client.complete(request.prompt_ids, grammar=request.grammar, max_tokens=request.max_new_tokens,
                                     temperature=temperature, seed=seed)

@@ -49,6 +49,14 @@ RETRY_TEMPERATURE = 0.7
 # no retry was ever accepted, and each cost a full try (docs/BENCHMARKS.md, History). `max_retries` turns them
 # on, for a model that uses the feedback.
 DEFAULT_RETRIES = 0
+# A greedy answer that changes nothing is wrong for sure when the instruction asks for a change, and the 1.5B model
+# wrote one for most wrong HumanEvalFix block edits: its copy of the buggy line won by a small margin over the fix.
+# Such a try is decoded again from its least sure tokens (`branch_points`), with the runner-up there: at most
+# NO_CHANGE_BRANCHES of them, each one whose runner-up had at least e^-BRANCH_MAX_GAP of the chosen token's
+# probability (docs/BENCHMARKS.md, History: "An edit that changes nothing is decoded again from its least sure token").
+NO_CHANGE_BRANCHES = 2
+BRANCH_MAX_GAP = 2.0
+SPACING = re.compile(r"\s+")
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -212,27 +220,31 @@ class Editor:
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
         diagnostics: list[dict] = []
-        totals, prompt_tokens, attempts = Stats(), 0, 0
+        totals, prompt_tokens, attempts, branches = Stats(), 0, 0, 0
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
-            output, generation, request = self._generate(fmt, name, shown, instruction, language, feedback,
-                                                         on_progress)
+            request = self._request(fmt, name, shown, instruction, language, feedback)
+            output, generation = self._generate(fmt, request, feedback, on_progress)
             totals.merge(generation.stats)
             prompt_tokens += len(request.prompt_ids)
             attempts += 1
-            if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
-                output = formats.get("udiff").recount(output)
             try:
-                stopped(generation.finish_reason, request.max_new_tokens, name)
-                edit, new_text = self._apply(fmt, name, text, output, language, view, instruction)
-                problem = check(new_text) if check else None
-                if problem:
-                    raise EditError(problem, file=name)
+                edit, new_text = self._accept(fmt, name, text, output, generation, request, language, view,
+                                              instruction, check)
                 break
+            except NoChangeError as exc:
+                error = exc
+                branched, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view,
+                                               check, generation, totals, on_progress)
+                branches += tried
+                if branched is not None:
+                    output, edit, new_text = branched
+                    break
             except EditError as exc:
-                diagnostics.append({"attempt": attempt + 1, "error": type(exc).__name__, **exc.to_json()})
-                feedback.append((output, str(exc)))
-                edit, new_text = None, None
+                error = exc
+            diagnostics.append({"attempt": attempt + 1, "error": type(error).__name__, **error.to_json()})
+            feedback.append((output, str(error)))
+            edit, new_text = None, None
         answer = output
         if fmt == "ot" and edit is not None and view is None:  # the model quotes; canonical OT has counts
             edit = formats.get("ot").resolve(text, edit)
@@ -241,7 +253,7 @@ class Editor:
             output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
-                          stats_json(totals, attempts, prompt_tokens), answer)
+                          stats_json(totals, attempts, prompt_tokens, branches), answer)
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -253,17 +265,50 @@ class Editor:
             return (path or file.name), doc.text
         return (path or "input.txt"), str(path_or_text)
 
-    def _generate(self, fmt, name, text, instruction, language, feedback, on_progress):
-        temperature = self.temperature or (RETRY_TEMPERATURE if feedback else 0.0)
+    def _request(self, fmt, name, text, instruction, language, feedback):
         backend = self.backend
-        request = build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction,
-                                language=language, feedback=feedback, eos_token_ids=backend.eos_token_ids,
-                                vocab_size=backend.vocab_size, grammar=self.grammar,
-                                max_new_tokens=self.max_new_tokens, spec=self.spec, mtp=self.mtp_drafter,
-                                local=backend.local)
-        output, generation = backend.generate(request, temperature=temperature, seed=self.seed + len(feedback),
-                                              on_progress=on_progress)
-        return output, generation, request
+        return build_request(self.tokenizer, fmt, name=name, text=text, instruction=instruction, language=language,
+                             feedback=feedback, eos_token_ids=backend.eos_token_ids, vocab_size=backend.vocab_size,
+                             grammar=self.grammar, max_new_tokens=self.max_new_tokens, spec=self.spec,
+                             mtp=self.mtp_drafter, local=backend.local)
+
+    def _generate(self, fmt, request, feedback, on_progress, prefix=()):
+        temperature = self.temperature or (RETRY_TEMPERATURE if feedback else 0.0)
+        output, generation = self.backend.generate(request, temperature=temperature, seed=self.seed + len(feedback),
+                                                   on_progress=on_progress, prefix=prefix)
+        if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
+            output = formats.get("udiff").recount(output)
+        return output, generation
+
+    def _accept(self, fmt, name, text, output, generation, request, language, view, instruction, check):
+        """(edit, new text) of a try the Editor accepts; EditError (the reason) when it does not."""
+        stopped(generation.finish_reason, request.max_new_tokens, name)
+        edit, new_text = self._apply(fmt, name, text, output, language, view, instruction)
+        problem = check(new_text) if check else None
+        if problem:
+            raise EditError(problem, file=name)
+        return edit, new_text
+
+    def _branch(self, fmt, name, text, shown, instruction, language, feedback, view, check, generation, totals,
+                on_progress):
+        """A greedy try whose edit changed nothing, decoded again from each of its least sure tokens in turn with
+        the runner-up there (`branch_points`): ((output, edit, new text) of the first branch accepted, else None;
+        the number of branches decoded)."""
+        points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
+        for tried, (position, token) in enumerate(points, 1):
+            request = self._request(fmt, name, shown, instruction, language, feedback)
+            output, branch = self._generate(fmt, request, feedback, on_progress,
+                                            generation.tokens[:position] + [token])
+            totals.merge(branch.stats)
+            try:
+                edit, new_text = self._accept(fmt, name, text, output, branch, request, language, view, instruction,
+                                              check)
+            except EditError:
+                continue
+            # A runner-up that only spaces the line differently ("n %2" for "n%2") is no change either.
+            if SPACING.sub("", new_text) != SPACING.sub("", text):
+                return (output, edit, new_text), tried
+        return None, len(points)
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
@@ -341,6 +386,25 @@ def file_edit(fmt: str, text: str, new_text: str, name: str):
         raise EditError(str(exc), file=name) from None
 
 
+def branch_points(generation, tokenizer, eos_token_ids) -> list[tuple[int, int]]:
+    """(position, token): where a greedy answer that changed nothing is decoded again, and with which token there,
+    least sure first. A point is a token the model chose inside a line it had begun (the change a wrong copy
+    misses is in an expression, not in a new line or a new unit: at the start of a line the runner-up is mostly
+    one more unit or the end marker too soon), over a runner-up within BRANCH_MAX_GAP of it that is more than
+    other spacing."""
+    points, line_has_text = [], False
+    for position, (token, (gap, runner_up)) in enumerate(zip(generation.tokens, generation.runner_ups)):
+        piece = tokenizer.decode([token])
+        if (line_has_text and runner_up is not None and runner_up not in eos_token_ids and gap <= BRANCH_MAX_GAP
+                and tokenizer.decode([runner_up]).strip() != piece.strip()):  # not "%" for " %"
+            points.append((gap, position, runner_up))
+        if "\n" in piece:
+            line_has_text = bool(piece.rsplit("\n", 1)[1].strip())
+        elif piece.strip():
+            line_has_text = True
+    return [(position, runner_up) for _, position, runner_up in sorted(points)[:NO_CHANGE_BRANCHES]]
+
+
 def stopped(finish_reason: str, budget: int, name: str) -> None:
     """StoppedError when the output was cut off: its error, fed back, tells the model why."""
     if finish_reason == "repetition":
@@ -350,9 +414,9 @@ def stopped(finish_reason: str, budget: int, name: str) -> None:
                            "what was asked", file=name)
 
 
-def stats_json(stats: Stats, attempts: int, prompt_tokens: int) -> dict:
-    """`EditResult.stats`: the tries' generation stats summed."""
-    return {"attempts": attempts, "prompt_tokens": prompt_tokens, "output_tokens": stats.new_tokens,
+def stats_json(stats: Stats, attempts: int, prompt_tokens: int, branches: int = 0) -> dict:
+    """`EditResult.stats`: the tries' generation stats summed (their branches' included)."""
+    return {"attempts": attempts, "branches": branches, "prompt_tokens": prompt_tokens, "output_tokens": stats.new_tokens,
             "seconds": stats.seconds, "model_calls": stats.model_calls, "forced_tokens": stats.forced_tokens,
             "verifications": stats.verifications, "accepted_per_drafter": stats.accepted_per_drafter,
             "mean_accepted": stats.mean_accepted, "tokens_per_s": stats.tokens_per_s}

@@ -15,6 +15,7 @@ from decoding.generate import (
     first_repetition,
     logits_to_probs,
     repeats_itself,
+    runner_up,
     verify_token,
 )
 from decoding.mtp import MTPHeads
@@ -235,6 +236,33 @@ def test_a_primed_cache_serves_the_next_prompt_as_a_generated_one_would(qwen2):
     assert got.stats.model_calls == got.stats.verifications  # no prefill: the primed cache held the prefix
     # the drafter got the prefix's hidden states: it drafts what the one that generated them drafts
     assert drafts["primed"] == drafts["generated"] and len(drafts["primed"]) > 3
+
+
+def test_runner_up_is_the_best_other_token_the_constraint_allows():
+    logits = torch.tensor([0.0, 5.0, 3.0, 4.0, float("-inf")])
+    assert runner_up(logits, 1, ToyConstraint()) == (1.0, 3)
+    refuses_3 = type("Refuses3", (ToyConstraint,), {"token_ok": lambda self, token: token != 3})()
+    assert runner_up(logits, 1, refuses_3) == (2.0, 2)
+    assert runner_up(torch.tensor([float("-inf"), 1.0]), 1, ToyConstraint()) == (float("inf"), None)
+
+
+def test_each_greedy_token_has_its_runner_up_with_or_without_drafts(qwen2):
+    runs = [Generator(qwen2, max_draft=1).generate(PROMPT, constraint=ToyConstraint(), max_new_tokens=60),
+            Generator(qwen2).generate(PROMPT, constraint=ToyConstraint(), max_new_tokens=60,
+                                      drafters=[CopyDrafter([PROMPT])])]
+    plain, drafted = runs
+    assert drafted.tokens == plain.tokens and drafted.stats.accepted_per_drafter["copy"] > 0
+    for out in runs:
+        assert len(out.runner_ups) == len(out.tokens) >= 30
+        for step, (token, (gap, other)) in enumerate(zip(out.tokens, out.runner_ups)):
+            if step % 10 in (5, 6):  # forced by the grammar: no choice was made
+                assert (gap, other) == (float("inf"), None)
+            else:  # another token the grammar and the document check allowed, below the chosen one
+                assert other != token and other % 4 != step % 4 and other != 7 and gap >= 0
+    assert [other for _, other in drafted.runner_ups] == [other for _, other in plain.runner_ups]
+    assert [gap for gap, _ in drafted.runner_ups] == pytest.approx([gap for gap, _ in plain.runner_ups], abs=1e-3)
+    sampled = Generator(qwen2).generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=0)
+    assert sampled.runner_ups == []  # a sampled token has no "runner-up"
 
 
 def test_stats_are_consistent(qwen2):

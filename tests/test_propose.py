@@ -11,7 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from editor import formats, prompting
-from editor.propose import RETRY_TEMPERATURE, Editor, choose_format
+from decoding.constraint import grammar_admits
+from decoding.generate import Generation, Stats
+from editor.request import format_grammar
+from editor.propose import BRANCH_MAX_GAP, RETRY_TEMPERATURE, Editor, branch_points, choose_format
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 SOURCE = """import math
@@ -212,6 +215,91 @@ def test_a_runaway_try_is_stopped_and_the_model_told_why(looping, monkeypatch, m
     assert first["error"] == "StoppedError" and first["message"].startswith(message)
     assert result.stats["output_tokens"] < 2 * 320  # two tries, each stopped well before the whole budget
     assert fed_back[0] == [] and fed_back[1][0][1] == f"shapes.py: {first['message']}"
+
+
+class ScriptedModel:
+    """A local backend that answers from a script: `answers[prefix]` is (text, tokens, runner_ups) for a call
+    with that prefix (() for a first try). Records the prefixes it was called with."""
+
+    local, eos_token_ids, vocab_size = True, {0}, None
+
+    def __init__(self, tokenizer, answers):
+        self.tokenizer, self.answers, self.prefixes = tokenizer, answers, []
+
+    def generate(self, request, *, temperature, seed, on_progress, prefix=()):
+        self.prefixes.append(tuple(prefix))
+        text, tokens, runner_ups = self.answers[tuple(prefix)]
+        return text, Generation(tokens, Stats(new_tokens=len(tokens)), "eos", runner_ups)
+
+
+def unchanged_whole_answer(tokenizer, sure_of_all_but: dict[int, tuple[float, int]]):
+    """A whole rewrite of SOURCE that changes nothing, sure of every token (gap 9) but those given."""
+    text = "```\n" + SOURCE + "```"
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    return text, tokens, [sure_of_all_but.get(i, (9.0, 5)) for i in range(len(tokens))]
+
+
+def test_branch_points_are_close_runners_up_inside_a_begun_line(taught):
+    _, tokenizer = taught
+    _, tokens, _ = unchanged_whole_answer(tokenizer, {})
+    pieces = [tokenizer.decode([t]) for t in tokens]
+    starts = [i for i in range(1, len(tokens)) if pieces[i - 1].endswith("\n") and pieces[i].strip()]
+    inside = [i for i in range(1, len(tokens)) if "math" in "".join(pieces[:i]).rsplit("\n", 1)[-1]]
+    star, other = tokenizer.encode("radius", add_special_tokens=False)[0], tokenizer.encode("x", add_special_tokens=False)[0]
+    generation = Generation(tokens, Stats(), "eos", [(9.0, None)] * len(tokens))
+    generation.runner_ups[starts[2]] = (0.1, other)  # the surest runner-up, but at a line's start
+    generation.runner_ups[inside[0]] = (1.5, star)
+    generation.runner_ups[inside[1]] = (0.5, star)
+    generation.runner_ups[inside[2]] = (BRANCH_MAX_GAP + 0.1, star)  # too far below the chosen token
+    generation.runner_ups[inside[3]] = (0.2, 0)  # the end of turn
+    spaced = [i for i in inside if pieces[i] == " radius"][-1]
+    generation.runner_ups[spaced] = (0.05, star)  # "radius" for " radius": other spacing only
+    assert branch_points(generation, tokenizer, {0}) == [(inside[1], star), (inside[0], star)]
+
+
+def test_an_answer_that_changes_nothing_is_decoded_again_from_its_least_sure_token(taught):
+    model, tokenizer = taught
+    text, tokens, _ = unchanged_whole_answer(tokenizer, {})
+    inside = [i for i in range(1, len(tokens)) if "math.pi" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
+    spacing, star = tokenizer.encode("  ", add_special_tokens=False)[0], tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = {inside[0]: (0.3, star), inside[1]: (0.6, star)}
+    squared = SOURCE.replace("radius * radius", "radius ** 2")
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {
+        (): unchanged_whole_answer(tokenizer, runner_ups),
+        # the least sure token's runner-up gives an answer that only spaces a line differently: no change either
+        (*tokens[:inside[0]], star): ("```\n" + SOURCE.replace("pi * radius", "pi *  radius") + "```", [], []),
+        (*tokens[:inside[1]], star): ("```\n" + squared + "```", [], []),
+    })
+    result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
+    assert result.ok and result.new_text == squared and result.diagnostics == []
+    assert editor.backend.prefixes == [(), (*tokens[:inside[0]], star), (*tokens[:inside[1]], star)]
+    assert result.stats["attempts"] == 1 and result.stats["branches"] == 2
+    # No branch accepted: the try's own failure is reported, and each branch was tried once.
+    editor.backend = ScriptedModel(tokenizer, {(): unchanged_whole_answer(tokenizer, {inside[0]: (0.3, spacing)})})
+    editor.backend.answers[(*tokens[:inside[0]], spacing)] = (text, [], [])
+    result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
+    assert not result.ok and [d["error"] for d in result.diagnostics] == ["NoChangeError"]
+    assert editor.backend.prefixes == [(), (*tokens[:inside[0]], spacing)] and result.stats["branches"] == 1
+
+
+def test_a_local_model_continues_an_answer_from_a_prefix(taught):
+    """Continued from its own first tokens, a greedy answer is the same; from a runner-up, it starts with it and
+    still fits the grammar (the constraint read the prefix first)."""
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    request = lambda: editor._request("apply_patch", "shapes.py", SOURCE, INSTRUCTION, "python", [])  # noqa: E731
+    text, whole = editor.backend.generate(request(), temperature=0.0, seed=0, on_progress=None)
+    assert text == PATCH and len(whole.runner_ups) == len(whole.tokens)
+    again, continued = editor.backend.generate(request(), temperature=0.0, seed=0, on_progress=None,
+                                               prefix=whole.tokens[:20])
+    assert again == text and continued.tokens == whole.tokens and continued.runner_ups[:20] == [(float("inf"), None)] * 20
+    position = next(i for i in range(20, len(whole.tokens)) if whole.runner_ups[i][1] is not None)
+    prefix = whole.tokens[:position] + [whole.runner_ups[position][1]]
+    other, branch = editor.backend.generate(request(), temperature=0.0, seed=0, on_progress=None, prefix=prefix)
+    assert branch.tokens[:len(prefix)] == prefix and other != text
+    if branch.finish_reason in ("eos", "grammar"):  # a whole answer: one the grammar admits
+        assert grammar_admits(format_grammar("apply_patch", "shapes.py", SOURCE, "python"), other)
 
 
 def test_choose_format():
