@@ -416,7 +416,8 @@ def stopped(finish_reason: str, budget: int, name: str) -> None:
 
 def stats_json(stats: Stats, attempts: int, prompt_tokens: int, branches: int = 0) -> dict:
     """`EditResult.stats`: the tries' generation stats summed (their branches' included)."""
-    return {"attempts": attempts, "branches": branches, "prompt_tokens": prompt_tokens, "output_tokens": stats.new_tokens,
+    return {"attempts": attempts, "branches": branches, "prompt_tokens": prompt_tokens,
+            "output_tokens": stats.new_tokens,
             "seconds": stats.seconds, "model_calls": stats.model_calls, "forced_tokens": stats.forced_tokens,
             "verifications": stats.verifications, "accepted_per_drafter": stats.accepted_per_drafter,
             "mean_accepted": stats.mean_accepted, "tokens_per_s": stats.tokens_per_s}

@@ -524,3 +524,11 @@ def test_requantize_edits_as_an_editor_loaded_with_those_weights(taught, monkeyp
     assert (got.edit_text, got.new_text) == (expected.edit_text, expected.new_text)
     assert got.stats["output_tokens"] == expected.stats["output_tokens"]
     assert in_float32.ok and got.ok  # the taught answer survives the rounding
+
+
+def test_the_summary_line_says_when_the_edit_is_a_branch():
+    from editor.commands.propose import _branched
+
+    assert _branched(0) == ""
+    assert _branched(1).startswith(", 1 branch from the least sure token")
+    assert _branched(2).startswith(", 2 branches")

@@ -111,7 +111,7 @@ def propose(
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
                   f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
-                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}")
+                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}{_branched(s.get('branches', 0))}")
     if not result.ok:
         raise typer.Exit(EXIT_REJECTED)
     if dry_run or not result.changes:
@@ -174,6 +174,15 @@ def _progress(err: Console):
                        f"{_per_call(stats.verifications, stats.mean_accepted)}   ")
         err.file.flush()
     return report
+
+
+def _branched(branches: int) -> str:
+    """What the summary line says when the edit came from a branch (`Editor._branch`): the user sees that the
+    model's first answer changed nothing and this is its runner-up."""
+    if not branches:
+        return ""
+    plural = "es" if branches > 1 else ""
+    return f", {branches} branch{plural} from the least sure token (the first answer changed nothing)"
 
 
 def _per_call(verifications: int, mean_accepted: float) -> str:
