@@ -151,7 +151,8 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
                 "seconds": time.perf_counter() - started}
     outcome = scored(item, result.new_text) if result.ok else rejected(result.diagnostics[-1])
     return {"task_id": item.task_id, **outcome,
-            "attempts": result.stats["attempts"], "output_tokens": result.stats["output_tokens"],
+            "attempts": result.stats["attempts"], "branches": result.stats.get("branches", 0),
+            "output_tokens": result.stats["output_tokens"],
             "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started,
             "answer": result.answer}  # kept so that a change of the applier can be scored without the model
 

@@ -232,13 +232,17 @@ class Editor:
                 edit, new_text = self._accept(fmt, name, text, output, generation, request, language, view,
                                               instruction, check)
                 break
-            except NoChangeError as exc:
+            except (NoChangeError, StoppedError) as exc:
                 error = exc
-                branched, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view,
-                                               check, generation, totals, on_progress)
-                branches += tried
+                # Changed nothing: the least sure tokens' runners-up. Ran into a loop: the runner-up where the loop
+                # began to repeat itself (an end of turn included).
+                points = (branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
+                          if isinstance(exc, NoChangeError) else loop_points(generation, self.tokenizer))
+                branched = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
+                                        generation, points, totals, on_progress)
+                branches += len(points) if branched is None else branched[1]
                 if branched is not None:
-                    output, edit, new_text = branched
+                    (output, edit, new_text), _ = branched
                     break
             except EditError as exc:
                 error = exc
@@ -276,9 +280,7 @@ class Editor:
         temperature = self.temperature or (RETRY_TEMPERATURE if feedback else 0.0)
         output, generation = self.backend.generate(request, temperature=temperature, seed=self.seed + len(feedback),
                                                    on_progress=on_progress, prefix=prefix)
-        if fmt == "udiff":  # the grammar cannot count lines: make the hunk headers' counts right
-            output = formats.get("udiff").recount(output)
-        return output, generation
+        return recounted(fmt, output), generation
 
     def _accept(self, fmt, name, text, output, generation, request, language, view, instruction, check):
         """(edit, new text) of a try the Editor accepts; EditError (the reason) when it does not."""
@@ -289,17 +291,22 @@ class Editor:
             raise EditError(problem, file=name)
         return edit, new_text
 
-    def _branch(self, fmt, name, text, shown, instruction, language, feedback, view, check, generation, totals,
-                on_progress):
-        """A greedy try whose edit changed nothing, decoded again from each of its least sure tokens in turn with
-        the runner-up there (`branch_points`): ((output, edit, new text) of the first branch accepted, else None;
-        the number of branches decoded)."""
-        points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
+    def _branch(self, fmt, name, text, shown, instruction, language, feedback, view, check, generation, points,
+                totals, on_progress):
+        """A rejected greedy try decoded again from each of `points` in turn, (position, token): its tokens up to the
+        position, then that token (an end of turn ends the answer there). ((output, edit, new text), branches
+        decoded) of the first branch accepted that changes more than spacing, else None."""
+        from decoding.generate import Generation, Stats
+
         for tried, (position, token) in enumerate(points, 1):
             request = self._request(fmt, name, shown, instruction, language, feedback)
-            output, branch = self._generate(fmt, request, feedback, on_progress,
-                                            generation.tokens[:position] + [token])
-            totals.merge(branch.stats)
+            if token in self.backend.eos_token_ids:
+                branch = Generation(generation.tokens[:position], Stats(), "eos")
+                output = recounted(fmt, self.tokenizer.decode(branch.tokens, skip_special_tokens=True))
+            else:
+                output, branch = self._generate(fmt, request, feedback, on_progress,
+                                                generation.tokens[:position] + [token])
+                totals.merge(branch.stats)
             try:
                 edit, new_text = self._accept(fmt, name, text, output, branch, request, language, view, instruction,
                                               check)
@@ -308,7 +315,7 @@ class Editor:
             # A runner-up that only spaces the line differently ("n %2" for "n%2") is no change either.
             if SPACING.sub("", new_text) != SPACING.sub("", text):
                 return (output, edit, new_text), tried
-        return None, len(points)
+        return None
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
@@ -403,6 +410,28 @@ def branch_points(generation, tokenizer, eos_token_ids) -> list[tuple[int, int]]
         elif piece.strip():
             line_has_text = True
     return [(position, runner_up) for _, position, runner_up in sorted(points)[:NO_CHANGE_BRANCHES]]
+
+
+def recounted(fmt: str, output: str) -> str:
+    """The answer as the applier takes it: a unified diff's hunk headers counted right (its grammar cannot count)."""
+    return formats.get("udiff").recount(output) if fmt == "udiff" else output
+
+
+def loop_points(generation, tokenizer) -> list[tuple[int, int]]:
+    """[(position, token)] where a try stopped in a loop (`decoding.generate.loop_start`) is decoded again: the
+    first line start in the loop's second copy (its first token may still be the first copy's, where text before
+    the loop happened to end as the loop does), and the runner-up there, which may end the answer (the first copy
+    may have been all it needed); [] when the output ends in no loop or that token was forced."""
+    from decoding.generate import loop_start
+
+    tokens, found = generation.tokens, loop_start(generation.tokens)
+    if found is None:
+        return []
+    second, period = found
+    position = next((p for p in range(second, second + period) if tokenizer.decode(tokens[p - 1:p]).endswith("\n")),
+                    second)
+    runner_up = generation.runner_ups[position][1] if position < len(generation.runner_ups) else None
+    return [] if runner_up is None else [(position, runner_up)]
 
 
 def stopped(finish_reason: str, budget: int, name: str) -> None:

@@ -14,6 +14,7 @@ from decoding.generate import (
     Generator,
     first_repetition,
     logits_to_probs,
+    loop_start,
     repeats_itself,
     runner_up,
     verify_token,
@@ -236,6 +237,18 @@ def test_a_primed_cache_serves_the_next_prompt_as_a_generated_one_would(qwen2):
     assert got.stats.model_calls == got.stats.verifications  # no prefill: the primed cache held the prefix
     # the drafter got the prefix's hidden states: it drafts what the one that generated them drafts
     assert drafts["primed"] == drafts["generated"] and len(drafts["primed"]) > 3
+
+
+def test_loop_start_finds_the_second_copy_of_the_loop_an_output_ends_in():
+    assert loop_start([1, 2, 3] + [7, 8, 9] * 3) == (6, 3)
+    assert loop_start([1, 2, 3] + [7, 8, 9] * 3 + [7, 8]) == (6, 3)  # the last copy cut short
+    assert loop_start([5] + [0] * 10) == (2, 1)
+    # Text before the loop that ends as the loop does looks like part of its first copy (`loop_points` looks on
+    # for a line start).
+    assert loop_start([1, 9, 7] + [8, 9, 7] * 3) == (4, 3)
+    assert loop_start(list(range(100)) + [4, 5, 6, 7] * 2) is None  # two copies are not a loop
+    assert loop_start(list(range(20))) is None
+    assert loop_start([7, 8, 9] * 3, begin=3) is None  # only the tokens past `begin` count
 
 
 def test_runner_up_is_the_best_other_token_the_constraint_allows():

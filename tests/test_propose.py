@@ -218,8 +218,8 @@ def test_a_runaway_try_is_stopped_and_the_model_told_why(looping, monkeypatch, m
 
 
 class ScriptedModel:
-    """A local backend that answers from a script: `answers[prefix]` is (text, tokens, runner_ups) for a call
-    with that prefix (() for a first try). Records the prefixes it was called with."""
+    """A local backend that answers from a script: `answers[prefix]` is (text, tokens, runner_ups[, finish reason])
+    for a call with that prefix (() for a first try). Records the prefixes it was called with."""
 
     local, eos_token_ids, vocab_size = True, {0}, None
 
@@ -228,8 +228,8 @@ class ScriptedModel:
 
     def generate(self, request, *, temperature, seed, on_progress, prefix=()):
         self.prefixes.append(tuple(prefix))
-        text, tokens, runner_ups = self.answers[tuple(prefix)]
-        return text, Generation(tokens, Stats(new_tokens=len(tokens)), "eos", runner_ups)
+        text, tokens, runner_ups, *finish = self.answers[tuple(prefix)]
+        return text, Generation(tokens, Stats(new_tokens=len(tokens)), finish[0] if finish else "eos", runner_ups)
 
 
 def unchanged_whole_answer(tokenizer, sure_of_all_but: dict[int, tuple[float, int]]):
@@ -281,6 +281,41 @@ def test_an_answer_that_changes_nothing_is_decoded_again_from_its_least_sure_tok
     result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
     assert not result.ok and [d["error"] for d in result.diagnostics] == ["NoChangeError"]
     assert editor.backend.prefixes == [(), (*tokens[:inside[0]], spacing)] and result.stats["branches"] == 1
+
+
+UDIFF_HEAD = """--- a/shapes.py
++++ b/shapes.py
+@@ -4,5 +4,5 @@
+-def area(radius):
++def circle_area(radius):
+     return math.pi * radius * radius
+ 
+ 
+-print(area(2.0))
+"""
+LOOPED_LINE = "+print(circle_area(2.0))\n"
+
+
+@pytest.mark.parametrize("ends_there", [True, False])
+def test_an_answer_stopped_in_a_loop_is_decoded_again_where_the_loop_began(taught, ends_there):
+    model, tokenizer = taught
+    line = tokenizer.encode(LOOPED_LINE, add_special_tokens=False)
+    head = tokenizer.encode(UDIFF_HEAD, add_special_tokens=False)
+    tokens = head + line * 5
+    second = len(head) + len(line)  # the loop's second copy
+    other = tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = [(9.0, other)] * len(tokens)
+    runner_ups[second] = (1.0, 0 if ends_there else other)
+    answers = {(): (UDIFF_HEAD + LOOPED_LINE * 5, tokens, runner_ups, "repetition")}
+    if not ends_there:  # the model goes on from the runner-up
+        answers[(*tokens[:second], other)] = (UDIFF_HEAD + LOOPED_LINE, [], [])
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, answers)
+    result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
+    assert result.ok and result.new_text == EXPECTED and result.stats["branches"] == 1
+    # An end of turn as the runner-up ends the answer after the first copy, with no decoding.
+    assert editor.backend.prefixes == ([()] if ends_there else [(), (*tokens[:second], other)])
+    assert result.answer.rstrip("\n").endswith("+print(circle_area(2.0))")
 
 
 def test_a_local_model_continues_an_answer_from_a_prefix(taught):
