@@ -234,10 +234,13 @@ class Editor:
                 break
             except (NoChangeError, StoppedError) as exc:
                 error = exc
-                # Changed nothing: the least sure tokens' runners-up. Ran into a loop: the runner-up where the loop
-                # began to repeat itself (an end of turn included).
-                points = (branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
-                          if isinstance(exc, NoChangeError) else loop_points(generation, self.tokenizer))
+                # Changed nothing: the least sure tokens' runners-up. A structured edit that ran into a loop: the
+                # runner-up where the loop began to repeat itself (an end of turn included). Not a rewrite's loop:
+                # cut there, it is a file cut short, which a long file's kept units would pass off as an edit.
+                if isinstance(exc, NoChangeError):
+                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
+                else:
+                    points = loop_points(generation, self.tokenizer) if fmt not in REWRITES else []
                 branched = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
                                         generation, points, totals, on_progress)
                 branches += len(points) if branched is None else branched[1]
