@@ -229,8 +229,8 @@ class Editor:
             prompt_tokens += len(request.prompt_ids)
             attempts += 1
             try:
-                edit, new_text = self._accept(fmt, name, text, output, generation, request, language, view,
-                                              instruction, check)
+                edit, new_text = self._accept(fmt, name, text, output, generation, request.max_new_tokens, language,
+                                              view, instruction, check)
                 break
             except (NoChangeError, StoppedError) as exc:
                 error = exc
@@ -241,11 +241,11 @@ class Editor:
                     points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
                 else:
                     points = loop_points(generation, self.tokenizer) if fmt not in REWRITES else []
-                branched = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
-                                        generation, points, totals, on_progress)
-                branches += len(points) if branched is None else branched[1]
-                if branched is not None:
-                    (output, edit, new_text), _ = branched
+                accepted, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
+                                               generation, request.max_new_tokens, points, totals, on_progress)
+                branches += tried
+                if accepted is not None:
+                    output, edit, new_text = accepted
                     break
             except EditError as exc:
                 error = exc
@@ -285,40 +285,41 @@ class Editor:
                                                    on_progress=on_progress, prefix=prefix)
         return recounted(fmt, output), generation
 
-    def _accept(self, fmt, name, text, output, generation, request, language, view, instruction, check):
+    def _accept(self, fmt, name, text, output, generation, budget, language, view, instruction, check):
         """(edit, new text) of a try the Editor accepts; EditError (the reason) when it does not."""
-        stopped(generation.finish_reason, request.max_new_tokens, name)
+        stopped(generation.finish_reason, budget, name)
         edit, new_text = self._apply(fmt, name, text, output, language, view, instruction)
         problem = check(new_text) if check else None
         if problem:
             raise EditError(problem, file=name)
         return edit, new_text
 
-    def _branch(self, fmt, name, text, shown, instruction, language, feedback, view, check, generation, points,
-                totals, on_progress):
-        """A rejected greedy try decoded again from each of `points` in turn, (position, token): its tokens up to the
-        position, then that token (an end of turn ends the answer there). ((output, edit, new text), branches
-        decoded) of the first branch accepted that changes more than spacing, else None."""
+    def _branch(self, fmt, name, text, shown, instruction, language, feedback, view, check, generation,
+                generation_budget, points, totals, on_progress):
+        """A rejected greedy try (`generation`, with an output budget of `generation_budget` tokens, which its
+        branches share) decoded again from each of `points` in turn, (position, token): its tokens up to the
+        position, then that token (an end of turn ends the answer there, with nothing to decode). ((output, edit,
+        new text) of the first branch accepted that changes more than spacing, else None; branches tried)."""
         from decoding.generate import Generation, Stats
 
         for tried, (position, token) in enumerate(points, 1):
-            request = self._request(fmt, name, shown, instruction, language, feedback)
-            if token in self.backend.eos_token_ids:
+            if token in self.backend.eos_token_ids:  # the answer ends there: nothing to decode
                 branch = Generation(generation.tokens[:position], Stats(), "eos")
                 output = recounted(fmt, self.tokenizer.decode(branch.tokens, skip_special_tokens=True))
             else:
+                request = self._request(fmt, name, shown, instruction, language, feedback)
                 output, branch = self._generate(fmt, request, feedback, on_progress,
                                                 generation.tokens[:position] + [token])
                 totals.merge(branch.stats)
             try:
-                edit, new_text = self._accept(fmt, name, text, output, branch, request, language, view, instruction,
-                                              check)
+                edit, new_text = self._accept(fmt, name, text, output, branch, generation_budget, language, view,
+                                              instruction, check)
             except EditError:
                 continue
             # A runner-up that only spaces the line differently ("n %2" for "n%2") is no change either.
             if SPACING.sub("", new_text) != SPACING.sub("", text):
                 return (output, edit, new_text), tried
-        return None
+        return None, len(points)
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
