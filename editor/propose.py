@@ -359,6 +359,8 @@ class Editor:
             edit = new_text
         elif fmt == "excerpt" or view is not None:
             edit = file_edit(fmt, text, new_text, name)
+            if edit_format(fmt) == "block":  # the text the handed-out edit gives (its own blank lines between units)
+                new_text = formats.get("block").apply_text(text, edit, name)
         return edit, new_text
 
 
@@ -384,15 +386,20 @@ def edit_format(fmt: str) -> str:
 
 def file_edit(fmt: str, text: str, new_text: str, name: str):
     """The edit in `edit_format(fmt)` that turns the whole file `text` into `new_text` (an answer about an
-    excerpt holds the excerpt's lines, offsets and units, not the file's). EditError where the format cannot
-    say the change (a block edit, a change outside every unit)."""
+    excerpt holds the excerpt's lines, offsets and units, not the file's); a block edit may space new units with
+    other numbers of blank lines. EditError where the format cannot say the change (a block edit, a change outside
+    every unit)."""
     handed_out = edit_format(fmt)
     try:
         if handed_out == "ot":
             return formats.get("ot").diff(text, new_text)
         if handed_out in ("apply_patch", "udiff"):
             return formats.get(handed_out).diff(text, new_text, name)
-        return formats.get("block").edit_between(text, new_text, name)
+        block = formats.get("block")
+        try:
+            return block.edit_between(text, new_text, name)
+        except ValueError:  # an excerpt's answer spaced its new units with more or fewer blank lines than a block edit does
+            return block.edit_between(text, new_text, name, any_blank_runs=True)
     except ValueError as exc:
         raise EditError(str(exc), file=name) from None
 

@@ -195,6 +195,26 @@ def test_an_answer_about_the_excerpt_is_handed_out_as_an_edit_of_the_whole_file(
     assert file_edit(fmt, LONG, expected, "shapes.py") == edit
 
 
+def test_a_block_answer_that_spaces_a_new_unit_its_own_way_is_handed_out_as_the_applier_spaces_it():
+    from editor.propose import file_edit, view_for
+
+    # Found on editeval-long (EditEval/47): a unit's new text that ends in a new class after extra blank lines.
+    # Spliced back, that is a new unit inserted after four blank lines, which no block edit gives exactly (an
+    # operation's text has no blank lines at its ends): the edit handed out is the one that gives it spaced as the
+    # applier spaces new units, and the new text is what that edit gives.
+    instruction = "Add a Circle class after area."
+    view = view_for("block", "shapes.py", LONG, instruction, "python")
+    new_class = "class Circle:\n    pass\n"
+    answer = f"*** Replace: def area(radius):\n{AREA}\n\n\n\n{new_class}*** End\n"
+    edit, new_text = Editor._apply("block", "shapes.py", LONG, answer, "python", view, instruction)
+    assert [(op.kind, op.unit, op.lines) for op in edit.ops] == [("insert", "def area(radius):", tuple(
+        new_class.splitlines()))]
+    assert new_text == block.apply_text(LONG, edit, "shapes.py") == LONG.replace(AREA, AREA + "\n\n" + new_class)
+    with pytest.raises(ValueError, match="no block edit"):  # exactly as the answer spaced it: none
+        block.edit_between(LONG, LONG.replace(AREA, AREA + "\n\n\n\n" + new_class), "shapes.py")
+    assert file_edit("block", LONG, LONG.replace(AREA, AREA + "\n\n\n\n" + new_class), "shapes.py") == edit
+
+
 def test_the_excerpt_after_a_change_splices_back_to_it_and_a_change_left_out_has_none():
     view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
     after = LONG.replace("3.14", "math.pi")

@@ -50,6 +50,7 @@ INSERT = "*** Insert after: "
 DELETE = "*** Delete: "
 END = "*** End"
 KINDS = {REPLACE: "replace", INSERT: "insert", DELETE: "delete"}
+BLANK_RUN = re.compile(r"\n(?:[ \t]*\r?\n)+")  # a line end and the blank lines after it
 MARKER = "*** "  # a body line cannot start with it: the grammar keeps markers and text apart
 
 # Languages whose tree-sitter tree has no useful top-level units (one object, one document): their
@@ -419,11 +420,13 @@ class _Group:
     insert_after: bool = False
 
 
-def edit_between(before: str, after: str, path: str) -> Edit:
+def edit_between(before: str, after: str, path: str, *, any_blank_runs: bool = False) -> Edit:
     """A block edit of `before`, the file `path`, that `apply_text` turns into `after` exactly: each changed
     unit replaced, each new unit inserted after the unit above it, each removed unit deleted. A change that
     no single unit holds (it spans units, or touches the lines between them) rewrites the run of units it
     touches; where that cannot say it exactly either, the top-level units around it are rewritten.
+    `any_blank_runs`: `apply_text` may give `after` with other numbers of blank lines in a row (an operation's
+    text has no blank lines at its ends, so new units come spaced as the applier spaces them).
     ValueError when no block edit gives `after` (a change outside every unit, at a file's blank top)."""
     if before == after:
         raise ValueError("before and after are equal: there is nothing to edit")
@@ -443,16 +446,19 @@ def edit_between(before: str, after: str, path: str) -> Edit:
         if merged is None:
             continue
         edit = Edit(tuple(op for group in merged for op in _ops(group, found, parents, changes, new)))
-        if edit.ops and _applies_to(before, edit, path, after):
+        if edit.ops and _applies_to(before, edit, path, after, any_blank_runs):
             return edit
     raise ValueError(f"{path}: no block edit turns the old text into the new one (a change outside every unit)")
 
 
-def _applies_to(before: str, edit: Edit, path: str, after: str) -> bool:
+def _applies_to(before: str, edit: Edit, path: str, after: str, any_blank_runs: bool) -> bool:
     try:
-        return apply_text(before, edit, path) == after
+        result = apply_text(before, edit, path)
     except ApplyError:
         return False
+    if any_blank_runs:
+        return BLANK_RUN.sub("\n\n", result) == BLANK_RUN.sub("\n\n", after)
+    return result == after
 
 
 def unit_parents(found: list[Unit]) -> list[int]:
