@@ -300,6 +300,21 @@ def test_overlapping_hunks_are_rejected():
     assert caught.value.hunk == 2
 
 
+def test_a_hunk_whose_header_starts_inside_the_previous_one_is_sought_past_it():
+    # Found on HumanEvalFix (udiff, the 1.5B model): `@@ -17,1` for the line after a hunk that ended at line 17.
+    diff_text = ("--- a/f\n+++ b/f\n@@ -2,3 +2,3 @@\n line 2\n-line 3\n+3\n line 4\n"
+                 "@@ -4,2 +4,2 @@\n line 5\n-line 6\n+6\n")
+    result = udiff.apply_with_report(MemoryFiles({"f": TEN}), udiff.parse(diff_text))
+    assert result.changes[0].new_text == TEN.replace("line 3\n", "3\n").replace("line 6\n", "6\n")
+    assert [(n.hunk, n.stated_line, n.applied_line, n.fuzz) for n in result.notes] == [(2, 4, 5, 0)]
+
+
+def test_a_hunk_before_the_previous_one_is_rejected():
+    with pytest.raises(ApplyError, match="hunk 2 .* precedes hunk 1, which starts at line 5") as caught:
+        applied({"f": TEN}, "--- a/f\n+++ b/f\n@@ -5,1 +5,1 @@\n-line 5\n+5\n@@ -2,1 +2,1 @@\n-line 2\n+2\n")
+    assert caught.value.hunk == 2
+
+
 def test_hunks_do_not_match_inside_earlier_hunks():
     text = "a\nb\nc\n"
     with pytest.raises(ApplyError):  # the second hunk's 'b' was consumed by the first
