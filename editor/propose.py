@@ -57,6 +57,7 @@ DEFAULT_RETRIES = 0
 NO_CHANGE_BRANCHES = 2
 BRANCH_MAX_GAP = 2.0
 SPACING = re.compile(r"\s+")
+LINE_FORMATS = ("apply_patch", "udiff")  # edits whose hunk lines are marked: context, removed or added
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
 RULE_LANGUAGES = {"python", "javascript", "typescript", "tsx", "rust", "go", "java", "c", "cpp", "ruby",
@@ -238,7 +239,8 @@ class Editor:
                 # runner-up where the loop began to repeat itself (an end of turn included). Not a rewrite's loop:
                 # cut there, it is a file cut short, which a long file's kept units would pass off as an edit.
                 if isinstance(exc, NoChangeError):
-                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids)
+                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids,
+                                           line_markers=fmt in LINE_FORMATS)
                 else:
                     points = loop_points(generation, self.tokenizer) if fmt not in REWRITES else []
                 accepted, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
@@ -404,20 +406,29 @@ def file_edit(fmt: str, text: str, new_text: str, name: str):
         raise EditError(str(exc), file=name) from None
 
 
-def branch_points(generation, tokenizer, eos_token_ids) -> list[tuple[int, int]]:
+def branch_points(generation, tokenizer, eos_token_ids, line_markers: bool = False) -> list[tuple[int, int]]:
     """(position, token): where a greedy answer that changed nothing is decoded again, and with which token there,
     least sure first. A point is a token the model chose inside a line it had begun (the change a wrong copy
     misses is in an expression, not in a new line or a new unit: at the start of a line the runner-up is mostly
     one more unit or the end marker too soon), over a runner-up within BRANCH_MAX_GAP of it that is more than
-    other spacing."""
-    points, line_has_text = [], False
+    other spacing. `line_markers` (apply_patch, udiff: the grammar fixes a context line's text, so the answer's
+    only choices are its lines' markers): also a hunk line's start where the model chose context (' ') over a
+    runner-up that removes or adds a line ('-', '+')."""
+    points, line_has_text, line, in_hunk = [], False, "", False
     for position, (token, (gap, runner_up)) in enumerate(zip(generation.tokens, generation.runner_ups)):
         piece = tokenizer.decode([token])
-        if (line_has_text and runner_up is not None and runner_up not in eos_token_ids and gap <= BRANCH_MAX_GAP
-                and tokenizer.decode([runner_up]).strip() != piece.strip()):  # not "%" for " %"
-            points.append((gap, position, runner_up))
+        if runner_up is not None and runner_up not in eos_token_ids and gap <= BRANCH_MAX_GAP:
+            other = tokenizer.decode([runner_up])
+            if line_has_text and other.strip() != piece.strip():  # not "%" for " %"
+                points.append((gap, position, runner_up))
+            elif line_markers and in_hunk and not line and piece.startswith(" ") and other[:1] in "-+":
+                points.append((gap, position, runner_up))
+        line += piece
         if "\n" in piece:
-            line_has_text = bool(piece.rsplit("\n", 1)[1].strip())
+            finished, line = line.rsplit("\n", 1)
+            last = finished.rsplit("\n", 1)[-1]
+            in_hunk = last.startswith("@@") or (in_hunk and last[:1] in " -+" and not last.startswith(("---", "+++")))
+            line_has_text = bool(line.strip())
         elif piece.strip():
             line_has_text = True
     return [(position, runner_up) for _, position, runner_up in sorted(points)[:NO_CHANGE_BRANCHES]]

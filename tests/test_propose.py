@@ -257,6 +257,45 @@ def test_branch_points_are_close_runners_up_inside_a_begun_line(taught):
     assert branch_points(generation, tokenizer, {0}) == [(inside[1], star), (inside[0], star)]
 
 
+UNCHANGED_PATCH = """*** Begin Patch
+*** Update File: shapes.py
+@@
+ def area(radius):
+     return math.pi * radius * radius
+*** End Patch"""
+
+
+def test_a_line_edit_that_changes_nothing_branches_at_a_hunk_line_marker(taught):
+    """apply_patch and udiff: the grammar fixes a context line's text, so the choice the answer missed is a hunk
+    line's marker: '-' or '+' for ' '. Never a header line's, nor for a rewrite."""
+    model, tokenizer = taught
+    # Each line encoded on its own (a real model's tokenizer splits at line ends; this tiny one may not).
+    lines = [tokenizer.encode(line, add_special_tokens=False) for line in UNCHANGED_PATCH.split("\n")]
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    tokens = [t for line in lines[:-1] for t in line + newline] + lines[-1]
+    pieces = [tokenizer.decode([t]) for t in tokens]
+    starts = [i for i in range(1, len(tokens)) if pieces[i - 1] == "\n"]
+    hunk_starts = starts[2:4]  # " def area(radius):" and "     return ..."
+    minus, plus, star = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("-", "+", "x"))
+    runner_ups = [(9.0, None)] * len(tokens)
+    runner_ups[starts[0]] = (0.1, minus)  # the "*** Update File" line: not a hunk line
+    runner_ups[hunk_starts[0]] = (1.0, minus)
+    runner_ups[hunk_starts[1]] = (0.5, plus)
+    generation = Generation(tokens, Stats(), "eos", runner_ups)
+    assert all(pieces[i].startswith(" ") for i in hunk_starts)
+    assert branch_points(generation, tokenizer, {0}, line_markers=True) == [(hunk_starts[1], plus),
+                                                                           (hunk_starts[0], minus)]
+    assert branch_points(generation, tokenizer, {0}) == []
+    runner_ups[hunk_starts[1]] = (0.5, star)  # a marker is '-' or '+'
+    assert branch_points(generation, tokenizer, {0}, line_markers=True) == [(hunk_starts[0], minus)]
+    # The Editor: a patch that changes nothing, decoded again from the '-' runner-up, renames area.
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {(): (UNCHANGED_PATCH, tokens, runner_ups),
+                                               (*tokens[:hunk_starts[0]], minus): (PATCH, [], [])})
+    result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    assert result.ok and result.new_text == EXPECTED and result.stats["branches"] == 1
+
+
 def test_an_answer_that_changes_nothing_is_decoded_again_from_its_least_sure_token(taught):
     model, tokenizer = taught
     text, tokens, _ = unchanged_whole_answer(tokenizer, {})
