@@ -363,6 +363,8 @@ class Editor:
             edit = file_edit(fmt, text, new_text, name)
             if edit_format(fmt) == "block":  # the text the handed-out edit gives (its own blank lines between units)
                 new_text = formats.get("block").apply_text(text, edit, name)
+                if new_text == text:  # the answer only spaced units differently
+                    raise NoChangeError("the edit changes nothing", file=name)
         return edit, new_text
 
 
