@@ -19,8 +19,8 @@ from pathlib import Path
 from editor import prompting
 from editor.errors import EditError
 from editor.files import replace_text
-from editor.propose import FORMATS, Editor, choose_format, view_for
-from editor.request import format_grammar
+from editor.propose import FORMATS, Editor, choose_format, to_locate, view_for
+from editor.request import format_grammar, locate_messages
 
 from .items import Item, passes
 
@@ -100,6 +100,10 @@ def prompt_hash(fmt: str, item: Item) -> str:
     chat = prompting.messages(fmt, path=PATH, text=text, instruction=item.instruction, language="python")
     grammar = format_grammar(fmt, PATH, text, "python")
     key = chat if grammar is None else {"chat": chat, "grammar": grammar}
+    # The model's pick of the unit (a greedy answer to this chat) decides the excerpt the answer is about.
+    units = to_locate(fmt, PATH, item.code, item.instruction)
+    if units:
+        key = {"locate": locate_messages(PATH, units, item.instruction), "edit": key}
     return hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()
 
 
@@ -154,7 +158,8 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
             "attempts": result.stats["attempts"], "branches": result.stats.get("branches", 0),
             "output_tokens": result.stats["output_tokens"],
             "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started,
-            "answer": result.answer}  # kept so that a change of the applier can be scored without the model
+            "answer": result.answer,  # kept so that a change of the applier can be scored without the model
+            "about": result.stats.get("about")}  # the unit the model picked: which excerpt the answer is about
 
 
 def scored(item: Item, new_text: str) -> dict:
@@ -179,7 +184,7 @@ def rescore(item: Item, fmt: str, row: dict) -> dict:
     one, or whose run broke), or whose try was stopped before it was applied (runaway), is kept as it is."""
     if "answer" not in row or row["failure"] == "runaway":
         return row
-    view = view_for(fmt, PATH, item.code, item.instruction, "python")
+    view = view_for(fmt, PATH, item.code, item.instruction, "python", row.get("about"))
     try:
         _, new_text = Editor._apply(fmt, PATH, item.code, row["answer"], "python", view, item.instruction)
     except EditError as exc:

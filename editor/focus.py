@@ -245,17 +245,19 @@ def _kept(unit: block.Unit, own: set[str], units_having: Counter, defines: set[s
             or 2 * len(telling & said) > len(telling))
 
 
-def focus(text: str, path: str, instruction: str, language: str | None = None) -> View:
+def focus(text: str, path: str, instruction: str, language: str | None = None, about: str | None = None) -> View:
     """The view of `text` (the file `path`) an edit for `instruction` needs: its header and the top-level
     units the instruction is about. When it says nothing of any unit, the last units (up to EXCERPT_MAX_LINES):
     a whole 800-line file took a whole rewrite minutes and came back with code dropped, and new code ("Add a
-    function xor") mostly goes at the end."""
+    function xor") mostly goes at the end. `about`: the name (`outline`) of the unit the model picked as the
+    one the instruction means, shown first, before the units the words point to."""
     lines = apply_patch.split_lines(text)[0]
-    top = top_units(text, path)
-    header_end = _header_end(lines, top)
-    candidates = _comments_joined([unit for unit in top if unit.start >= header_end], lines)
+    header_end, candidates = _candidates(text, path, lines)
     scores = rank(candidates, lines, instruction)
     order = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])
+    if about is not None:
+        picked = [i for i, unit in enumerate(candidates) if definition_name(lines[unit.start:unit.end]) == about]
+        order = picked + [i for i in order if i not in picked]
     if not candidates:
         return View(text, ((0, len(lines)),) if lines else ())
     if not order:  # the instruction says nothing of any unit: the last ones, where new code mostly goes
@@ -279,6 +281,49 @@ def focus(text: str, path: str, instruction: str, language: str | None = None) -
         spans.append((candidates[first].start, candidates[last].end))
         shown += size
     return View(text, _closed(([(0, header_end)] if header_end else []) + spans, lines))
+
+
+def names_a_unit(text: str, path: str, instruction: str) -> bool:
+    """Whether `instruction` says the defined name of one of the file's top-level units outright (`rank`'s
+    NAME_BONUS): then `focus` needs no pick (`outline`)."""
+    lines = apply_patch.split_lines(text)[0]
+    return any(score >= NAME_BONUS for score in rank(_candidates(text, path, lines)[1], lines, instruction))
+
+
+def outline(text: str, path: str) -> list[tuple[str, str]]:
+    """(name, first line) of each top-level unit past the file's header that defines a name: what a model reads
+    to pick the unit an instruction is about when the instruction names none ("Make the function a member
+    function."). Word counts pick a wrong unit of a long file there; the 1.5B, shown these lines, picked the
+    right one on most (docs/BENCHMARKS.md, "The model picks the unit")."""
+    lines = apply_patch.split_lines(text)[0]
+    found = []
+    for unit in _candidates(text, path, lines)[1]:
+        first = _first_code_line(lines[unit.start:unit.end])
+        name = definition_name(lines[unit.start:unit.end])
+        if name:
+            found.append((name, first.rstrip()))
+    return found
+
+
+def definition_name(unit_lines: list[str]) -> str | None:
+    """The name a unit's first line of code defines (`def f`, `class C`, `X = ...`), if any."""
+    first = _first_code_line(unit_lines)
+    match = first and (DEFINITION.search(first) or ASSIGNMENT.match(first.lstrip()))
+    return match.group(1) if match else None
+
+
+def _first_code_line(unit_lines: list[str]) -> str:
+    """The first line that is not blank, a comment or a decorator ("" if none)."""
+    return next((line for line in unit_lines if not COMMENT_LINE.match(line) and not line.lstrip().startswith("@")),
+                "")
+
+
+def _candidates(text: str, path: str, lines: list[str]) -> tuple[int, list[block.Unit]]:
+    """The end of the file's header, and the top-level units past it (comments joined to what they precede):
+    what an excerpt is made of."""
+    top = top_units(text, path)
+    header_end = _header_end(lines, top)
+    return header_end, _comments_joined([unit for unit in top if unit.start >= header_end], lines)
 
 
 def _widened(candidates: list[block.Unit], best: int, lines: list[str]) -> tuple[int, int]:

@@ -22,8 +22,8 @@ from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
 from .errors import EditError, NoChangeError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, read_document
-from .focus import focus, units_kept
-from .request import REWRITES, build_request, mtp_drafter
+from .focus import focus, names_a_unit, outline, units_kept
+from .request import REWRITES, build_request, locate_request, mtp_drafter
 
 if TYPE_CHECKING:
     from decoding.generate import Stats
@@ -215,13 +215,15 @@ class Editor:
             raise ParseError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
         from decoding.generate import Stats
 
+        totals = Stats()
         # An excerpt edit shows the model only what the instruction is about (`focus`) and splices its answer back.
-        view = view_for(fmt, name, text, instruction, language)
+        about, prompt_tokens = self._locate(fmt, name, text, instruction, totals)
+        view = view_for(fmt, name, text, instruction, language, about)
         shown = view.excerpt if view else text
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
         diagnostics: list[dict] = []
-        totals, prompt_tokens, attempts, branches = Stats(), 0, 0, 0
+        attempts, branches = 0, 0
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
             request = self._request(fmt, name, shown, instruction, language, feedback)
@@ -262,7 +264,7 @@ class Editor:
             output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
-                          stats_json(totals, attempts, prompt_tokens, branches), answer)
+                          {**stats_json(totals, attempts, prompt_tokens, branches), "about": about}, answer)
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -273,6 +275,22 @@ class Editor:
             doc = read_document(path_or_text)
             return (path or file.name), doc.text
         return (path or "input.txt"), str(path_or_text)
+
+    def _locate(self, fmt, name, text, instruction, totals) -> tuple[str | None, int]:
+        """(the unit of a long file the instruction is about as the model picks it from the file's outline, the
+        pick's prompt tokens) where an excerpt needs the pick (`to_locate`), else (None, 0). Its tokens and
+        seconds count in `totals`."""
+        units = to_locate(fmt, name, text, instruction)
+        if not units:
+            return None, 0
+        backend = self.backend
+        request = locate_request(self.tokenizer, name=name, outline=units, instruction=instruction,
+                                 eos_token_ids=backend.eos_token_ids, vocab_size=backend.vocab_size,
+                                 grammar=self.grammar, local=backend.local)
+        output, generation = backend.generate(request, temperature=0.0, seed=self.seed, on_progress=None)
+        totals.merge(generation.stats)
+        picked = output.strip()
+        return (picked if picked in dict(units) else None), len(request.prompt_ids)
 
     def _request(self, fmt, name, text, instruction, language, feedback):
         backend = self.backend
@@ -374,13 +392,23 @@ def past_a_screenful(text: str) -> bool:
     return text.count("\n") > FOCUS_MIN_LINES
 
 
-def view_for(fmt: str, name: str, text: str, instruction: str, language: str | None):
+def view_for(fmt: str, name: str, text: str, instruction: str, language: str | None, about: str | None = None):
     """The excerpt of `text` an edit in `fmt` shows the model (`focus`), or None: the whole file. Past a
-    screenful (FOCUS_MIN_LINES) a block or excerpt edit sees the file's imports and the units the instruction
-    is about; the other formats, and any edit of a shorter file, see it all."""
+    screenful (FOCUS_MIN_LINES) an edit in a FOCUSED_FORMATS sees the file's imports and the units the
+    instruction is about (`about`: the one the model picked, `to_locate`); any edit of a shorter file sees it all."""
     if fmt in FOCUSED_FORMATS and past_a_screenful(text):
-        return focus(text, name, instruction, language)
+        return focus(text, name, instruction, language, about)
     return None
+
+
+def to_locate(fmt: str, name: str, text: str, instruction: str) -> list[tuple[str, str]]:
+    """The outline (`focus.outline`) the model picks the unit an edit is about from, or []: no pick needed.
+    Only an excerpt needs one (`view_for`), and only when the instruction names none of the file's units
+    outright and the outline offers a choice."""
+    if fmt not in FOCUSED_FORMATS or not past_a_screenful(text) or names_a_unit(text, name, instruction):
+        return []
+    units = outline(text, name)
+    return units if len(units) > 1 else []
 
 
 def edit_format(fmt: str) -> str:

@@ -63,6 +63,30 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
     return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
 
 
+def locate_request(tokenizer, *, name: str, outline: list[tuple[str, str]], instruction: str, eos_token_ids=(),
+                   vocab_size: int | None = None, grammar: bool = True, local: bool = True) -> Request:
+    """The request that asks which unit of the long file `name` the instruction is about: the model reads
+    `outline` ((unit name, first line) pairs, `focus.outline`) and answers one of the names, which the grammar
+    (grammars/locate.lark) allows and nothing else. No drafts: the answer is a few tokens."""
+    from decoding.constraint import GrammarConstraint, tokenizer_for
+
+    names = [unit for unit, _ in outline]
+    chat = locate_messages(name, outline, instruction)
+    narrowed = grammars.document_grammar("locate", units=names) if grammar else None
+    constraint = None
+    if narrowed is not None and local:
+        constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
+                                       vocab_size=vocab_size)
+    # A token holds a character at least, however the model splits a name; the grammar ends the answer.
+    return Request(chat_prompt_ids(tokenizer, chat), narrowed, constraint, [], max(map(len, names)) + 1)
+
+
+def locate_messages(name: str, outline: list[tuple[str, str]], instruction: str) -> list[dict[str, str]]:
+    """The chat of `locate_request`: the outline's first lines shown as the file."""
+    return prompting.messages("locate", path=name, text="\n".join(line for _, line in outline),
+                              instruction=instruction, language=None)
+
+
 def chat_prompt_ids(tokenizer, chat: list[dict[str, str]]) -> list[int]:
     """The prompt's token ids: the chat through the model's template, opening the assistant's turn."""
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)

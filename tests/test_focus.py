@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from editor import formats, prompting
-from editor.focus import EXCERPT_MAX_LINES, View, focus, rank
+from editor.focus import EXCERPT_MAX_LINES, MAX_GROUPS, View, focus, names_a_unit, outline, rank
 from editor.formats import block
-from editor.propose import FOCUS_MIN_LINES, Editor
+from editor.propose import FOCUS_MIN_LINES, Editor, to_locate
+from editor.request import locate_messages
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 
@@ -329,3 +330,38 @@ def test_a_whole_rewrite_of_a_long_file_keeps_the_units_it_left_off():
     assert short.count("\n") <= FOCUS_MIN_LINES
     _, new_text = Editor._apply("whole", "shapes.py", short, answer, "python", None, "Use math.pi in area.")
     assert new_text == "def area(radius):\n    return math.pi * radius * radius\n"
+
+
+def test_the_outline_offers_each_named_unit_by_its_first_line_of_code():
+    text = ("import os\n\n\nLIMIT = 3\n\n\n# the shape's area\n@cache\ndef area(radius):\n    return radius\n\n\n"
+            "class Shape:\n    pass\n\n\nif __name__ == '__main__':\n    print(area(2))\n")
+    assert outline(text, "shapes.py") == [("LIMIT", "LIMIT = 3"), ("area", "def area(radius):"),
+                                          ("Shape", "class Shape:")]  # the `if` defines no name: not offered
+    assert names_a_unit(LONG, "shapes.py", "Use math.pi in area.")
+    assert not names_a_unit(LONG, "shapes.py", "Use math.pi in the function.")
+
+
+def test_the_unit_the_model_picked_is_shown_first_and_the_words_best_units_after_it():
+    instruction = "Add up the total of values step by step."  # every helper's words; area has none of them
+    assert "def area" not in focus(LONG, "shapes.py", instruction, "python").excerpt
+    view = focus(LONG, "shapes.py", instruction, "python", about="area")
+    assert "def area(radius):" in view.excerpt and view.excerpt.count("def helper_") == MAX_GROUPS - 1
+    assert focus(LONG, "shapes.py", instruction, "python", about="nothing_of_the_file").excerpt == \
+        focus(LONG, "shapes.py", instruction, "python").excerpt
+
+
+def test_the_editor_asks_the_model_which_unit_an_unnamed_instruction_means_and_shows_it():
+    instruction = "Give the result to two decimals."  # names no unit, and its words are in none
+    units = outline(LONG, "shapes.py")
+    assert to_locate("excerpt", "shapes.py", LONG, instruction) == units
+    assert to_locate("excerpt", "shapes.py", LONG, "Use math.pi in area.") == []  # named outright: no pick
+    assert to_locate("whole", "shapes.py", LONG, instruction) == []  # the whole file is shown
+    tokenizer = chat_tokenizer(LONG)
+    model = chat_model(tokenizer)
+    teach(model, tokenizer, locate_messages("shapes.py", units, instruction), "area")
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=40)
+    result = editor.edit(LONG, instruction, format="excerpt", path="shapes.py")
+    assert result.stats["about"] == "area"
+    # Its answer is one of the file's names whatever the model: an untaught one picks by the grammar alone.
+    untaught = Editor(model_obj=chat_model(tokenizer), tokenizer=tokenizer, max_new_tokens=40)
+    assert untaught.edit(LONG, instruction, format="block", path="shapes.py").stats["about"] in dict(units)
