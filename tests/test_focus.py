@@ -216,6 +216,22 @@ def test_a_block_answer_that_spaces_a_new_unit_its_own_way_is_handed_out_as_the_
     assert file_edit("block", LONG, LONG.replace(AREA, AREA + "\n\n\n\n" + new_class), "shapes.py") == edit
 
 
+def test_an_excerpt_answer_that_only_moves_blank_lines_between_units_changes_nothing():
+    from editor.errors import NoChangeError
+    from editor.propose import file_edit, view_for
+
+    # Spliced back, more blank lines after area differ from the file; the block edit that says it (a unit
+    # rewritten as it was) gives the file back as it was, with its own spacing: that is no edit.
+    instruction = "Use math.pi in area."
+    view = view_for("excerpt", "shapes.py", LONG, instruction, "python")
+    answer = "```\n" + view.excerpt.replace(AREA, AREA + "\n\n\n") + "```"
+    respaced = view.splice(view.excerpt.replace(AREA, AREA + "\n\n\n"))
+    assert respaced != LONG
+    assert block.apply_text(LONG, file_edit("excerpt", LONG, respaced, "shapes.py"), "shapes.py") == LONG
+    with pytest.raises(NoChangeError):
+        Editor._apply("excerpt", "shapes.py", LONG, answer, "python", view, instruction)
+
+
 def test_the_excerpt_after_a_change_splices_back_to_it_and_a_change_left_out_has_none():
     view = focus(LONG, "shapes.py", "Use math.pi in area.", "python")
     after = LONG.replace("3.14", "math.pi")
