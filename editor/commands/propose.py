@@ -111,7 +111,8 @@ def propose(
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
                   f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
-                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}{_branched(s.get('branches', 0))}")
+                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}{_branched(s.get('branches', 0))}"
+                  + (f"; the model took the instruction to be about {s['about']}" if s.get("about") else ""))
     if not result.ok:
         raise typer.Exit(EXIT_REJECTED)
     if dry_run or not result.changes:
