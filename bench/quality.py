@@ -18,6 +18,7 @@ from pathlib import Path
 
 from editor import prompting
 from editor.errors import EditError
+from editor.focus import PICKED_GROUPS
 from editor.files import replace_text
 from editor.propose import FORMATS, Editor, choose_format, to_locate, view_for
 from editor.request import format_grammar, locate_messages
@@ -103,7 +104,8 @@ def prompt_hash(fmt: str, item: Item) -> str:
     # The model's pick of the unit (a greedy answer to this chat) decides the excerpt the answer is about.
     units = to_locate(fmt, PATH, item.code, item.instruction)
     if units:
-        key = {"locate": locate_messages(PATH, units, item.instruction), "edit": key}
+        key = {"locate": locate_messages(PATH, units, item.instruction), "shown_with_the_pick": PICKED_GROUPS,
+               "edit": key}
     return hashlib.sha256(json.dumps(key).encode("utf-8")).hexdigest()
 
 

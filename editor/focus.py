@@ -63,6 +63,10 @@ PART_BONUS = 5.0  # a unit whose name is part of a word of the instruction (Anim
 # Without a unit named outright, the excerpt holds the best few (each with its neighbours) and the model,
 # which understands the instruction better than word counts do, edits the one it means.
 MAX_GROUPS = 3
+# The unit the model picked (`focus(about=...)`) is shown alone, as a unit named outright is: shown beside the words'
+# best units (in file order), the 1.5B edited one of those instead (editeval-long EditEval/20: asked to make "the
+# function" return two lists, it picked filter_integers, then changed statistics.median_grouped shown beside it).
+PICKED_GROUPS = 1
 
 
 @dataclass(frozen=True)
@@ -250,14 +254,14 @@ def focus(text: str, path: str, instruction: str, language: str | None = None, a
     units the instruction is about. When it says nothing of any unit, the last units (up to EXCERPT_MAX_LINES):
     a whole 800-line file took a whole rewrite minutes and came back with code dropped, and new code ("Add a
     function xor") mostly goes at the end. `about`: the name (`outline`) of the unit the model picked as the
-    one the instruction means, shown first, before the units the words point to."""
+    one the instruction means, shown instead of the units the words point to (PICKED_GROUPS)."""
     lines = apply_patch.split_lines(text)[0]
     header_end, candidates = _candidates(text, path, lines)
     scores = rank(candidates, lines, instruction)
     order = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])
-    if about is not None:
-        picked = [i for i, unit in enumerate(candidates) if definition_name(lines[unit.start:unit.end]) == about]
-        order = picked + [i for i in order if i not in picked]
+    picked = [i for i, unit in enumerate(candidates)
+              if about is not None and definition_name(lines[unit.start:unit.end]) == about]
+    order = picked + [i for i in order if i not in picked]
     if not candidates:
         return View(text, ((0, len(lines)),) if lines else ())
     if not order:  # the instruction says nothing of any unit: the last ones, where new code mostly goes
@@ -266,8 +270,9 @@ def focus(text: str, path: str, instruction: str, language: str | None = None, a
             first -= 1
         spans = ([(0, header_end)] if header_end else []) + [(candidates[first].start, candidates[-1].end)]
         return View(text, _closed(spans, lines))
-    # Named outright: that unit. Otherwise the few best, so that the model, which reads them, picks.
-    groups = 1 if scores[order[0]] >= NAME_BONUS else MAX_GROUPS
+    # Named outright: that unit; picked by the model: that one. Otherwise the few best, so that the model, which
+    # reads them, picks.
+    groups = 1 if scores[order[0]] >= NAME_BONUS else PICKED_GROUPS if picked else MAX_GROUPS
     spans, shown = [], 0
     for best in order:
         if len(spans) == groups:

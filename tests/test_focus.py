@@ -357,11 +357,12 @@ def test_the_outline_offers_each_named_unit_by_its_first_line_of_code():
     assert not names_a_unit(LONG, "shapes.py", "Use math.pi in the function.")
 
 
-def test_the_unit_the_model_picked_is_shown_first_and_the_words_best_units_after_it():
+def test_the_unit_the_model_picked_is_shown_alone_whatever_the_words_point_to():
     instruction = "Add up the total of values step by step."  # every helper's words; area has none of them
     assert "def area" not in focus(LONG, "shapes.py", instruction, "python").excerpt
+    assert focus(LONG, "shapes.py", instruction, "python").excerpt.count("def helper_") == MAX_GROUPS
     view = focus(LONG, "shapes.py", instruction, "python", about="area")
-    assert "def area(radius):" in view.excerpt and view.excerpt.count("def helper_") == MAX_GROUPS - 1
+    assert view.excerpt == "import math\nimport os\n\n\n\n\n" + AREA + "\n\n"
     assert focus(LONG, "shapes.py", instruction, "python", about="nothing_of_the_file").excerpt == \
         focus(LONG, "shapes.py", instruction, "python").excerpt
 
