@@ -46,19 +46,14 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
     `mtp` (an MTPDrafter, see `mtp_drafter`) beside it when given; `grammar=False` leaves the grammar out;
     `max_new_tokens` caps the output budget. `local=False`: for a server, which enforces `grammar` itself and
     drafts on its own, so neither the local constraint nor drafters are built."""
-    from decoding.constraint import GrammarConstraint, tokenizer_for
-
     chat = prompting.messages(fmt, path=name, text=text, instruction=instruction, language=language,
                               feedback=feedback)
     prompt_ids = chat_prompt_ids(tokenizer, chat)
     narrowed = format_grammar(fmt, name, text, language) if grammar else None
-    constraint = None
-    if narrowed is not None and local:
-        # OT's document check (quoted text must be in the file) has no Lark form: a server goes without it,
-        # and the applier refuses what it would have stopped.
-        check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
-        constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
-                                       token_check=check, vocab_size=vocab_size)
+    # OT's document check (quoted text must be in the file) has no Lark form: a server goes without it,
+    # and the applier refuses what it would have stopped.
+    check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
+    constraint = local_constraint(tokenizer, narrowed, eos_token_ids, vocab_size, local, check)
     drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec and local else []
     return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
 
@@ -68,17 +63,24 @@ def locate_request(tokenizer, *, name: str, outline: list[tuple[str, str]], inst
     """The request that asks which unit of the long file `name` the instruction is about: the model reads
     `outline` ((unit name, first line) pairs, `focus.outline`) and answers one of the names, which the grammar
     (grammars/locate.lark) allows and nothing else. No drafts: the answer is a few tokens."""
-    from decoding.constraint import GrammarConstraint, tokenizer_for
-
     names = [unit for unit, _ in outline]
     chat = locate_messages(name, outline, instruction)
     narrowed = grammars.document_grammar("locate", units=names) if grammar else None
-    constraint = None
-    if narrowed is not None and local:
-        constraint = GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed,
-                                       vocab_size=vocab_size)
+    constraint = local_constraint(tokenizer, narrowed, eos_token_ids, vocab_size, local)
     # A token holds a character at least, however the model splits a name; the grammar ends the answer.
     return Request(chat_prompt_ids(tokenizer, chat), narrowed, constraint, [], max(map(len, names)) + 1)
+
+
+def local_constraint(tokenizer, narrowed: str | None, eos_token_ids, vocab_size: int | None, local: bool,
+                     check=None):
+    """The GrammarConstraint a local model decodes `narrowed` under (with the document check `check`, if any);
+    None without a grammar, or for a server, which enforces the grammar itself."""
+    if narrowed is None or not local:
+        return None
+    from decoding.constraint import GrammarConstraint, tokenizer_for
+
+    return GrammarConstraint(tokenizer_for(tokenizer, sorted(eos_token_ids)), narrowed, token_check=check,
+                             vocab_size=vocab_size)
 
 
 def locate_messages(name: str, outline: list[tuple[str, str]], instruction: str) -> list[dict[str, str]]:
