@@ -23,7 +23,7 @@ from .diffing import unified_diff
 from .errors import EditError, NoChangeError, ParseError, StoppedError
 from .files import Document, FileChange, MemoryFiles, read_document
 from .focus import focus, names_a_unit, outline, units_kept
-from .request import REWRITES, build_request, locate_request, mtp_drafter
+from .request import REWRITES, build_request, is_code, locate_request, mtp_drafter
 
 if TYPE_CHECKING:
     from decoding.generate import Stats
@@ -227,7 +227,7 @@ class Editor:
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
             request = self._request(fmt, name, shown, instruction, language, feedback)
-            output, generation = self._generate(fmt, request, feedback, on_progress)
+            output, generation = self._generate(fmt, request, language, feedback, on_progress)
             totals.merge(generation.stats)
             prompt_tokens += len(request.prompt_ids)
             attempts += 1
@@ -299,11 +299,11 @@ class Editor:
                              grammar=self.grammar, max_new_tokens=self.max_new_tokens, spec=self.spec,
                              mtp=self.mtp_drafter, local=backend.local)
 
-    def _generate(self, fmt, request, feedback, on_progress, prefix=()):
+    def _generate(self, fmt, request, language, feedback, on_progress, prefix=()):
         temperature = self.temperature or (RETRY_TEMPERATURE if feedback else 0.0)
         output, generation = self.backend.generate(request, temperature=temperature, seed=self.seed + len(feedback),
                                                    on_progress=on_progress, prefix=prefix)
-        return recounted(fmt, output), generation
+        return as_taken(fmt, output, language), generation
 
     def _accept(self, fmt, name, text, output, generation, budget, language, view, instruction, check):
         """(edit, new text) of a try the Editor accepts; EditError (the reason) when it does not."""
@@ -325,10 +325,10 @@ class Editor:
         for tried, (position, token) in enumerate(points, 1):
             if token in self.backend.eos_token_ids:  # the answer ends there: nothing to decode
                 branch = Generation(generation.tokens[:position], Stats(), "eos")
-                output = recounted(fmt, self.tokenizer.decode(branch.tokens, skip_special_tokens=True))
+                output = as_taken(fmt, self.tokenizer.decode(branch.tokens, skip_special_tokens=True), language)
             else:
                 request = self._request(fmt, name, shown, instruction, language, feedback)
-                output, branch = self._generate(fmt, request, feedback, on_progress,
+                output, branch = self._generate(fmt, request, language, feedback, on_progress,
                                                 generation.tokens[:position] + [token])
                 totals.merge(branch.stats)
             try:
@@ -464,9 +464,14 @@ def branch_points(generation, tokenizer, eos_token_ids, line_markers: bool = Fal
     return [(position, runner_up) for _, position, runner_up in sorted(points)[:NO_CHANGE_BRANCHES]]
 
 
-def recounted(fmt: str, output: str) -> str:
-    """The answer as the applier takes it: a unified diff's hunk headers counted right (its grammar cannot count)."""
-    return formats.get("udiff").recount(output) if fmt == "udiff" else output
+def as_taken(fmt: str, output: str, language: str | None) -> str:
+    """The answer as the applier takes it: a unified diff's hunk headers counted right (its grammar cannot count);
+    a block edit of code ended as its grammar lets one end (`block.closed`)."""
+    if fmt == "udiff":
+        return formats.get("udiff").recount(output)
+    if fmt == "block" and is_code(language):
+        return formats.get("block").closed(output)
+    return output
 
 
 def loop_points(generation, tokenizer) -> list[tuple[int, int]]:

@@ -146,6 +146,11 @@ def output_budget(tokenizer, fmt: str, text: str, max_new_tokens: int | None = N
     return need if max_new_tokens is None else min(need, max_new_tokens)
 
 
+def is_code(language: str | None) -> bool:
+    """Whether a file in `language` is code (its block edits' and patches' new lines take grammars.CODE_TEXT_LINE)."""
+    return language not in PROSE_LANGUAGES
+
+
 def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
     marked = grammars.markers(fmt)
     narrowing = {}
@@ -157,5 +162,5 @@ def _narrowing(fmt: str, name: str, text: str, language: str | None) -> dict:
         narrowing["language"] = language
     if "UNIT" in marked:  # named exactly as `block.apply` looks units up: from the file's name, not `language`
         narrowing["units"], narrowing["unit_after"] = formats.get("block").unit_order(text, name)
-    narrowing["code"] = language not in PROSE_LANGUAGES  # new lines of code: see grammars.CODE_TEXT_LINE
+    narrowing["code"] = is_code(language)  # new lines of code: see grammars.CODE_TEXT_LINE
     return narrowing

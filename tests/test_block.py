@@ -347,6 +347,32 @@ def test_a_code_units_text_cannot_open_a_fence_nor_start_with_stars_but_markdown
     assert grammar_admits(prose, "*** Replace: Run it.\n```\nrun\n```\n*** End\n")
 
 
+def test_a_code_edit_may_end_with_a_fence_or_with_its_end_marker_on_the_last_line_and_reads_as_ended():
+    # The default model, editing an excerpt of a long file, closed its code with a fence or wrote "*** End" on at
+    # the end of the last line, then went on in prose: the grammar ends the answer there, and `closed` reads it.
+    from decoding.constraint import grammar_admits
+    from editor.propose import as_taken
+    from editor.request import format_grammar
+
+    code = "def f():\n    return 1\n"
+    head = "*** Replace: def f():\ndef f():\n"
+    grammar = format_grammar("block", "f.py", code, "python")
+    for answer in (head + "    return 2\n```", head + "    return 2 *** End", head + "    return 2*** End\n```\n"):
+        assert grammar_admits(grammar, answer), answer
+        assert as_taken("block", answer, "python") == head + "    return 2\n*** End\n"
+        assert block.parse(as_taken("block", answer, "python")).ops[0].lines == ("def f():", "    return 2")
+    for answer in (head + "    return 2\n```\nThe function now returns 2.", head + "    return 2 *** End\nIt returns 2."):
+        assert not grammar_admits(grammar, answer), answer  # nothing after the end
+    assert grammar_admits(grammar, head + "    s = '*** End'\n    return s\n*** End\n")  # text inside, then the end
+    # Markdown keeps fences and "*** End" in its text: neither ends an edit of it, and an answer is taken as it is.
+    prose = format_grammar("block", "notes.md", "# Notes\n\nRun it.\n", "markdown")
+    assert not grammar_admits(prose, "*** Replace: Run it.\nRun `make`.\n```")
+    assert not grammar_admits(prose, "*** Replace: Run it.\nRun it *** End")
+    assert as_taken("block", "*** Replace: Run it.\nRun it *** End", "markdown") == "*** Replace: Run it.\nRun it *** End"
+    cut = head + "    return 2\n    retu"  # an answer stopped at its budget stays unended
+    assert as_taken("block", cut, "python") == cut
+
+
 def test_a_file_of_thousands_of_units_gets_a_grammar_the_parser_survives():
     """The top-to-bottom rules chain one unit to the next; past a few thousand units llguidance's recursion
     over the chain overflowed the stack and killed the process. Past CONTIGUOUS_MAX_LINES units any unit may

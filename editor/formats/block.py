@@ -237,6 +237,24 @@ def parse(text: str) -> Edit:
     raise ParseError(f"missing '{END}' after the last operation", line=len(lines))
 
 
+def closed(answer: str) -> str:
+    """`answer` with the ends a block edit of code may also have (grammars.CODE_BLOCK_END) made its end line: a
+    closing fence in place of it, or "*** End" written on at the end of the last line of code. Any other answer
+    is returned as it is."""
+    lines = answer.rstrip().split("\n")
+    fenced = lines[-1].strip() == "```"
+    if fenced:
+        lines.pop()
+    last = lines[-1].rstrip() if lines else ""
+    if last.endswith(END) and last != END:  # "    return x *** End"
+        lines[-1:] = [last.removesuffix(END).rstrip(), END] if last.removesuffix(END).strip() else [END]
+    elif not fenced:
+        return answer
+    elif last != END:
+        lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
 def render(edit: Edit) -> str:
     """Canonical text; parse(render(e)) == e."""
     markers = {kind: marker for marker, kind in KINDS.items()}
