@@ -128,18 +128,19 @@ def first_repetition(tokens: list[int], checked: int, begin: int) -> int | None:
     return next((end for end in range(checked + 1, len(tokens) + 1) if repeats_itself(tokens, end, begin)), None)
 
 
-def loop_start(tokens: list[int], begin: int = 0) -> tuple[int, int] | None:
-    """(where its second copy starts, its period) for the loop tokens[begin:] ends in: the period (1 to
-    REPEAT_MAX_PERIOD tokens) whose copies reach back furthest, at least REPEAT_COPIES of them (the last may be cut
+def loop_start(tokens: list[int], begin: int = 0, copies: int = REPEAT_COPIES,
+               min_period: int = 1) -> tuple[int, int] | None:
+    """(where its second copy starts, its period) for the loop tokens[begin:] ends in: the period (min_period to
+    REPEAT_MAX_PERIOD tokens) whose copies reach back furthest, at least `copies` of them (the last may be cut
     short); None when the tokens do not end in one."""
     best = None  # (first copy's start, period)
-    for period in range(1, REPEAT_MAX_PERIOD + 1):
-        if period > (len(tokens) - begin) // REPEAT_COPIES:
+    for period in range(min_period, REPEAT_MAX_PERIOD + 1):
+        if period > (len(tokens) - begin) // copies:
             break
         start = len(tokens) - period  # tokens[start:] repeat with this period: each equals the one `period` after it
         while start > begin and tokens[start - 1] == tokens[start - 1 + period]:
             start -= 1
-        if len(tokens) - start >= REPEAT_COPIES * period and (best is None or start < best[0]):
+        if len(tokens) - start >= copies * period and (best is None or start < best[0]):
             best = (start, period)
     return (best[0] + best[1], best[1]) if best is not None else None
 

@@ -14,7 +14,7 @@ from editor import formats, prompting
 from decoding.constraint import grammar_admits
 from decoding.generate import Generation, Stats
 from editor.request import format_grammar
-from editor.propose import BRANCH_MAX_GAP, RETRY_TEMPERATURE, Editor, branch_points, choose_format
+from editor.propose import BRANCH_MAX_GAP, RETRY_TEMPERATURE, Editor, branch_points, choose_format, loop_points
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 SOURCE = """import math
@@ -355,6 +355,29 @@ def test_an_answer_stopped_in_a_loop_is_decoded_again_where_the_loop_began(taugh
     # An end of turn as the runner-up ends the answer after the first copy, with no decoding.
     assert editor.backend.prefixes == ([()] if ends_there else [(), (*tokens[:second], other)])
     assert result.answer.rstrip("\n").endswith("+print(circle_area(2.0))")
+
+
+def test_an_answer_cut_off_at_its_budget_in_lines_that_count_is_decoded_again_at_the_second(taught):
+    """Two copies and a cut third, numbers apart, are no loop to the repetition guard (three equal copies), but in
+    an answer that ran to its budget they are one: it is decoded again where the second began."""
+    model, tokenizer = taught
+    head = tokenizer.encode(UDIFF_HEAD, add_special_tokens=False)
+    lines = [tokenizer.encode(f"+print(circle_area({n}.0))\n", add_special_tokens=False) for n in (2, 3, 4)]
+    assert len(lines[0]) >= 8
+    tokens = head + lines[0] + lines[1] + lines[2][:4]
+    second = len(head) + len(lines[0])
+    other = tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = [(9.0, other)] * len(tokens)
+    runner_ups[second] = (1.0, 0)  # the end of turn: the first copy was all the answer needed
+    assert loop_points(Generation(tokens, Stats(), "length", runner_ups), tokenizer) == [(second, 0)]
+    assert loop_points(Generation(tokens, Stats(), "repetition", runner_ups), tokenizer) == []  # the guard's loop
+    assert loop_points(Generation(head + lines[0] + lines[1][:4], Stats(), "length", runner_ups), tokenizer) == []
+    text = tokenizer.decode(tokens)
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=len(tokens))
+    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups, "length")})
+    result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
+    assert result.ok and result.stats["branches"] == 1
+    assert result.new_text == EXPECTED and result.answer.rstrip("\n").endswith("+print(circle_area(2.0))")
 
 
 def test_a_local_model_continues_an_answer_from_a_prefix(taught):
