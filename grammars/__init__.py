@@ -26,13 +26,17 @@ MARKERS = ("DOC_LINE", "PATH", "LANGUAGE", "UNIT")
 # at column 0, aside: rare, and refused here). The default model, shown an excerpt, closed a unit's text with a
 # fence, wrote "***Insert after:" as text, and ended patches with "+++ End Patch", "+++END PATCH" or "+++"
 # (added lines: syntax errors).
-CODE_TEXT_LINE = r"/([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?\n/"
+CODE_LINE_TEXT = r"([^*+`\n][^\n]*|\*([^*\n][^\n]*)?|\+([^+\n][^\n]*)?|`([^`\n][^\n]*)?|``([^`\n][^\n]*)?)?"
+CODE_TEXT_LINE = "/" + CODE_LINE_TEXT + r"\n/"
 # The end of a block edit of code (its rule `end`): "*** End" on a line of its own, or where the model closed the
 # code otherwise: a closing fence in its place, or "*** End" written on at the end of the last line. The default
 # model, editing an excerpt of a long file, ended 8 of 128 block answers so; held to the end line alone, it wrote a
 # near-fence ("`` `") or went on in prose to the output budget (`editor.formats.block.closed` reads both as the end).
+# The text before a glued "*** End" is a line of code, never a marker: were any text allowed there, every line would
+# stay open until its newline, and the model wrote an operation the grammar refuses (a unit named twice) on, in one
+# line, to a glued end.
 CODE_BLOCK_END = ('end: "*** End" "\\n"? | GLUED_END | FENCE_END\n'
-                  'GLUED_END: /[^\\n]*\\*\\*\\* End/\n'
+                  'GLUED_END: /' + CODE_LINE_TEXT + r'\*\*\* End/' + '\n'
                   'FENCE_END: "```" "\\n"?')
 
 

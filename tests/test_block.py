@@ -364,6 +364,8 @@ def test_a_code_edit_may_end_with_a_fence_or_with_its_end_marker_on_the_last_lin
     for answer in (head + "    return 2\n```\nThe function now returns 2.", head + "    return 2 *** End\nIt returns 2."):
         assert not grammar_admits(grammar, answer), answer  # nothing after the end
     assert grammar_admits(grammar, head + "    s = '*** End'\n    return s\n*** End\n")  # text inside, then the end
+    # What comes before a glued end is a line of code: not an operation the grammar refuses (f named twice).
+    assert not grammar_admits(grammar, head + "    return 2\n*** Replace: def f(): return 3 *** End")
     # Markdown keeps fences and "*** End" in its text: neither ends an edit of it, and an answer is taken as it is.
     prose = format_grammar("block", "notes.md", "# Notes\n\nRun it.\n", "markdown")
     assert not grammar_admits(prose, "*** Replace: Run it.\nRun `make`.\n```")
