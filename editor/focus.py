@@ -304,7 +304,7 @@ def outline(text: str, path: str) -> list[tuple[str, str]]:
     found = []
     for unit in _candidates(text, path, lines)[1]:
         first = _first_code_line(lines[unit.start:unit.end])
-        name = definition_name(lines[unit.start:unit.end])
+        name = _defined_by(first)
         if name:
             found.append((name, first.rstrip()))
     return found
@@ -312,8 +312,11 @@ def outline(text: str, path: str) -> list[tuple[str, str]]:
 
 def definition_name(unit_lines: list[str]) -> str | None:
     """The name a unit's first line of code defines (`def f`, `class C`, `X = ...`), if any."""
-    first = _first_code_line(unit_lines)
-    match = first and (DEFINITION.search(first) or ASSIGNMENT.match(first.lstrip()))
+    return _defined_by(_first_code_line(unit_lines))
+
+
+def _defined_by(line: str) -> str | None:
+    match = line and (DEFINITION.search(line) or ASSIGNMENT.match(line.lstrip()))
     return match.group(1) if match else None
 
 
