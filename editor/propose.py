@@ -486,18 +486,23 @@ def loop_points(generation, tokenizer) -> list[tuple[int, int]]:
     first line start in the loop's second copy (its first token may still be the first copy's, where text before
     the loop happened to end as the loop does), and the runner-up there, which may end the answer (the first copy
     may have been all it needed); [] when the output ends in no loop or that token was forced. An output cut off
-    at its budget may end in a loop the repetition guard's three copies miss (`BUDGET_LOOP_COPIES`)."""
+    at its budget may end in a loop the repetition guard's three copies miss (`BUDGET_LOOP_COPIES`): one of whole
+    lines (EditEval/113's apply_patch, one line counting 0 to 39 and on, was decoded again from another number
+    and counted on to the budget: 518 s against 175)."""
     from decoding.generate import loop_start
 
-    tokens, found = generation.tokens, loop_start(generation.tokens)
-    if found is None and generation.finish_reason == "length":
+    tokens = generation.tokens
+    found = exact = loop_start(tokens)
+    if exact is None and generation.finish_reason == "length":
         found = loop_start(digits_as_zero(tokens, tokenizer), copies=BUDGET_LOOP_COPIES,
                            min_period=BUDGET_LOOP_MIN_PERIOD)
     if found is None:
         return []
     second, period = found
-    position = next((p for p in range(second, second + period) if tokenizer.decode(tokens[p - 1:p]).endswith("\n")),
-                    second)
+    starts = [p for p in range(second, second + period) if tokenizer.decode(tokens[p - 1:p]).endswith("\n")]
+    if not starts and exact is None:  # numbers counting on in one line: the runner-up there counts on too
+        return []
+    position = starts[0] if starts else second
     runner_up = generation.runner_ups[position][1] if position < len(generation.runner_ups) else None
     return [] if runner_up is None else [(position, runner_up)]
 

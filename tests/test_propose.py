@@ -372,6 +372,8 @@ def test_an_answer_cut_off_at_its_budget_in_lines_that_count_is_decoded_again_at
     assert loop_points(Generation(tokens, Stats(), "length", runner_ups), tokenizer) == [(second, 0)]
     assert loop_points(Generation(tokens, Stats(), "repetition", runner_ups), tokenizer) == []  # the guard's loop
     assert loop_points(Generation(head + lines[0] + lines[1][:4], Stats(), "length", runner_ups), tokenizer) == []
+    counting = tokenizer.encode("+print(" + ", ".join(str(n) for n in range(10, 60)), add_special_tokens=False)
+    assert loop_points(Generation(head + counting, Stats(), "length", [(1.0, other)] * 400), tokenizer) == []
     text = tokenizer.decode(tokens)
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=len(tokens))
     editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups, "length")})
