@@ -247,7 +247,8 @@ def closed(answer: str) -> str:
         lines.pop()
     last = lines[-1].rstrip() if lines else ""
     if last.endswith(END) and last != END:  # "    return x *** End"
-        lines[-1:] = [last.removesuffix(END).rstrip(), END] if last.removesuffix(END).strip() else [END]
+        code = last.removesuffix(END).rstrip()
+        lines[-1:] = [code, END] if code.strip() else [END]
     elif not fenced:
         return answer
     elif last != END:
