@@ -158,6 +158,7 @@ def run_item(editor: Editor, item: Item, fmt: str) -> dict:
     outcome = scored(item, result.new_text) if result.ok else rejected(result.diagnostics[-1])
     return {"task_id": item.task_id, **outcome,
             "attempts": result.stats["attempts"], "branches": result.stats.get("branches", 0),
+            "cut_to_complete_hunks": result.stats.get("cut_to_complete_hunks", False),
             "output_tokens": result.stats["output_tokens"],
             "prompt_tokens": result.stats["prompt_tokens"], "seconds": time.perf_counter() - started,
             "answer": result.answer,  # kept so that a change of the applier can be scored without the model

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
-from .errors import EditError, NoChangeError, ParseError, StoppedError
+from .errors import EditError, NoChangeError, ParseError, StoppedError, ValidationError
 from .files import Document, FileChange, MemoryFiles, read_document
 from .focus import focus, names_a_unit, outline, units_kept
 from .request import REWRITES, build_request, is_code, locate_request, mtp_drafter
@@ -51,10 +51,13 @@ RETRY_TEMPERATURE = 0.7
 DEFAULT_RETRIES = 0
 # A greedy answer that changes nothing is wrong for sure when the instruction asks for a change, and the 1.5B model
 # wrote one for most wrong HumanEvalFix block edits: its copy of the buggy line won by a small margin over the fix.
-# Such a try is decoded again from its least sure tokens (`branch_points`), with the runner-up there: at most
-# NO_CHANGE_BRANCHES of them, each one whose runner-up had at least e^-BRANCH_MAX_GAP of the chosen token's
+# So is one that adds a syntax error. Such a try is decoded again from its least sure tokens (`branch_points`),
+# with the runner-up there: at most
+# BRANCHES of them, each one whose runner-up had at least e^-BRANCH_MAX_GAP of the chosen token's
 # probability (docs/BENCHMARKS.md, History: "An edit that changes nothing is decoded again from its least sure token").
-NO_CHANGE_BRANCHES = 2
+BRANCHES = 2
+# Why the first answer was decoded again (`EditResult.stats["first_answer"]`, the CLI's summary line).
+REJECTED_BECAUSE = {NoChangeError: "changed nothing", ValidationError: "broke the code", StoppedError: "ran on"}
 BRANCH_MAX_GAP = 2.0
 SPACING = re.compile(r"\s+")
 # A structured answer cut off at its output budget may end in a loop the repetition guard (three copies) did not
@@ -231,7 +234,7 @@ class Editor:
         retries = self.max_retries if max_retries is None else max_retries
         feedback: list[tuple[str, str]] = []
         diagnostics: list[dict] = []
-        attempts, branches = 0, 0
+        attempts, branches, rejected, cut = 0, 0, "", False
         output, edit, new_text = "", None, None
         for attempt in range(retries + 1):
             request = self._request(fmt, name, shown, instruction, language, feedback)
@@ -243,19 +246,25 @@ class Editor:
                 edit, new_text = self._accept(fmt, name, text, output, generation, request.max_new_tokens, language,
                                               view, instruction, check)
                 break
-            except (NoChangeError, StoppedError) as exc:
+            except (NoChangeError, ValidationError, StoppedError) as exc:
                 error = exc
-                # Changed nothing: the least sure tokens' runners-up. A structured edit that ran into a loop: the
-                # runner-up where the loop began to repeat itself (an end of turn included). Not a rewrite's loop:
-                # cut there, it is a file cut short, which a long file's kept units would pass off as an edit.
-                if isinstance(exc, NoChangeError):
-                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids,
-                                           line_markers=fmt in LINE_FORMATS)
-                else:
+                # Changed nothing, or broke the code: the least sure tokens' runners-up (a line edit's markers
+                # too: context for removed or added where it changed nothing, any other where it broke the
+                # code). A structured edit that ran into a loop: the runner-up where the loop began to repeat
+                # itself (an end of turn included). Not a rewrite's loop: cut there, it is a file cut short,
+                # which a long file's kept units would pass off as an edit.
+                if isinstance(exc, StoppedError):
                     points = loop_points(generation, self.tokenizer) if fmt not in REWRITES else []
+                else:
+                    markers = "" if fmt not in LINE_FORMATS else " " if isinstance(exc, NoChangeError) else " -+"
+                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids, markers=markers)
                 accepted, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view, check,
                                                generation, request.max_new_tokens, points, totals, on_progress)
                 branches += tried
+                rejected = rejected or REJECTED_BECAUSE[type(exc)]
+                if accepted is None and isinstance(exc, StoppedError) and fmt in LINE_FORMATS:
+                    accepted = self._complete_hunks(fmt, name, text, output, language, view, instruction, check)
+                    cut = accepted is not None
                 if accepted is not None:
                     output, edit, new_text = accepted
                     break
@@ -272,7 +281,8 @@ class Editor:
             output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
-                          {**stats_json(totals, attempts, prompt_tokens, branches), "about": about}, answer)
+                          {**stats_json(totals, attempts, prompt_tokens, branches), "about": about,
+                           "first_answer": rejected, "cut_to_complete_hunks": cut}, answer)
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -348,6 +358,23 @@ class Editor:
             if SPACING.sub("", new_text) != SPACING.sub("", text):
                 return (output, edit, new_text), tried
         return None, len(points)
+
+    def _complete_hunks(self, fmt, name, text, output, language, view, instruction, check):
+        """(output, edit, new text) of a line edit cut off at its budget or in a loop, with its last hunk, the
+        one it ran on in, left out (`complete_hunks`), where what is left is accepted and changes more than
+        spacing; else None. The 1.5B model's line edits mostly ran on after the change they were asked for, in
+        a hunk of their own past the function's end (docs/BENCHMARKS.md, History)."""
+        kept = complete_hunks(fmt, output)
+        if kept is None:
+            return None
+        try:
+            edit, new_text = self._apply(fmt, name, text, as_taken(fmt, kept, language), language, view, instruction)
+            problem = check(new_text) if check else None
+        except EditError:
+            return None
+        if problem or SPACING.sub("", new_text) == SPACING.sub("", text):
+            return None
+        return as_taken(fmt, kept, language), edit, new_text
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
@@ -444,14 +471,15 @@ def file_edit(fmt: str, text: str, new_text: str, name: str):
         raise EditError(str(exc), file=name) from None
 
 
-def branch_points(generation, tokenizer, eos_token_ids, line_markers: bool = False) -> list[tuple[int, int]]:
-    """(position, token): where a greedy answer that changed nothing is decoded again, and with which token there,
-    least sure first. A point is a token the model chose inside a line it had begun (the change a wrong copy
-    misses is in an expression, not in a new line or a new unit: at the start of a line the runner-up is mostly
-    one more unit or the end marker too soon), over a runner-up within BRANCH_MAX_GAP of it that is more than
-    other spacing. `line_markers` (apply_patch, udiff: the grammar fixes a context line's text, so the answer's
-    only choices are its lines' markers): also a hunk line's start where the model chose context (' ') over a
-    runner-up that removes or adds a line ('-', '+')."""
+def branch_points(generation, tokenizer, eos_token_ids, markers: str = "") -> list[tuple[int, int]]:
+    """(position, token): where a greedy answer that changed nothing or broke the code is decoded again, and with
+    which token there, least sure first. A point is a token the model chose inside a line it had begun (the change
+    a wrong copy misses is in an expression, not in a new line or a new unit: at the start of a line the runner-up
+    is mostly one more unit or the end marker too soon), over a runner-up within BRANCH_MAX_GAP of it that is more
+    than other spacing. `markers` (apply_patch, udiff: the grammar fixes a context line's text, so the answer's
+    only choices are its lines' markers): also a hunk line's start where the model chose one of these markers
+    over a runner-up with another (' ' over '-' or '+': an answer that changed nothing; any: one that broke the
+    code, as removing a docstring's closing line it meant to keep)."""
     points, line_has_text, line, in_hunk = [], False, "", False
     for position, (token, (gap, runner_up)) in enumerate(zip(generation.tokens, generation.runner_ups)):
         piece = tokenizer.decode([token])
@@ -459,7 +487,8 @@ def branch_points(generation, tokenizer, eos_token_ids, line_markers: bool = Fal
             other = tokenizer.decode([runner_up])
             if line_has_text and other.strip() != piece.strip():  # not "%" for " %"
                 points.append((gap, position, runner_up))
-            elif line_markers and in_hunk and not line and piece.startswith(" ") and other[:1] in "-+":
+            elif (in_hunk and not line and piece[:1] and piece[:1] in markers and other[:1] in " -+"
+                  and other[:1] != piece[:1]):
                 points.append((gap, position, runner_up))
         line += piece
         if "\n" in piece:
@@ -469,7 +498,7 @@ def branch_points(generation, tokenizer, eos_token_ids, line_markers: bool = Fal
             line_has_text = bool(line.strip())
         elif piece.strip():
             line_has_text = True
-    return [(position, runner_up) for _, position, runner_up in sorted(points)[:NO_CHANGE_BRANCHES]]
+    return [(position, runner_up) for _, position, runner_up in sorted(points)[:BRANCHES]]
 
 
 def as_taken(fmt: str, output: str, language: str | None) -> str:
@@ -480,6 +509,20 @@ def as_taken(fmt: str, output: str, language: str | None) -> str:
     if fmt == "block" and is_code(language):
         return formats.get("block").closed(output)
     return output
+
+
+def complete_hunks(fmt: str, output: str) -> str | None:
+    """A line edit (apply_patch, udiff) cut off before it ended, without its last hunk (the one it was writing)
+    and the file headers left before it, ended as its format ends; None when no hunk would be left."""
+    lines = output.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith("@@")]
+    if len(starts) < 2:
+        return None
+    kept = lines[:starts[-1]]
+    while kept and kept[-1].startswith(("*** ", "--- ", "+++ ")) and not kept[-1].startswith("*** End of File"):
+        kept.pop()
+    end = ["*** End Patch"] if fmt == "apply_patch" else []
+    return "\n".join(kept + end) + "\n"
 
 
 def loop_points(generation, tokenizer) -> list[tuple[int, int]]:

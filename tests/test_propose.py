@@ -14,7 +14,8 @@ from editor import formats, prompting
 from decoding.constraint import grammar_admits
 from decoding.generate import Generation, Stats
 from editor.request import format_grammar
-from editor.propose import BRANCH_MAX_GAP, RETRY_TEMPERATURE, Editor, branch_points, choose_format, loop_points
+from editor.propose import (BRANCH_MAX_GAP, RETRY_TEMPERATURE, Editor, branch_points, choose_format, complete_hunks,
+                            loop_points)
 from tests.tiny_models import chat_model, chat_tokenizer, teach
 
 SOURCE = """import math
@@ -283,17 +284,56 @@ def test_a_line_edit_that_changes_nothing_branches_at_a_hunk_line_marker(taught)
     runner_ups[hunk_starts[1]] = (0.5, plus)
     generation = Generation(tokens, Stats(), "eos", runner_ups)
     assert all(pieces[i].startswith(" ") for i in hunk_starts)
-    assert branch_points(generation, tokenizer, {0}, line_markers=True) == [(hunk_starts[1], plus),
-                                                                           (hunk_starts[0], minus)]
+    assert branch_points(generation, tokenizer, {0}, markers=" ") == [(hunk_starts[1], plus), (hunk_starts[0], minus)]
     assert branch_points(generation, tokenizer, {0}) == []
     runner_ups[hunk_starts[1]] = (0.5, star)  # a marker is '-' or '+'
-    assert branch_points(generation, tokenizer, {0}, line_markers=True) == [(hunk_starts[0], minus)]
+    assert branch_points(generation, tokenizer, {0}, markers=" ") == [(hunk_starts[0], minus)]
     # The Editor: a patch that changes nothing, decoded again from the '-' runner-up, renames area.
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
     editor.backend = ScriptedModel(tokenizer, {(): (UNCHANGED_PATCH, tokens, runner_ups),
                                                (*tokens[:hunk_starts[0]], minus): (PATCH, [], [])})
     result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
     assert result.ok and result.new_text == EXPECTED and result.stats["branches"] == 1
+
+
+BROKEN_PATCH = """*** Begin Patch
+*** Update File: shapes.py
+@@
+-def area(radius):
+     return math.pi * radius * radius
+*** End Patch"""
+
+
+def patch_tokens(tokenizer, patch: str) -> tuple[list[int], list[int]]:
+    """(tokens of `patch`, each line encoded on its own; the positions where its lines start)."""
+    lines = [tokenizer.encode(line, add_special_tokens=False) for line in patch.split("\n")]
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    tokens = [t for line in lines[:-1] for t in line + newline] + lines[-1]
+    pieces = [tokenizer.decode([t]) for t in tokens]
+    return tokens, [i for i in range(1, len(tokens)) if pieces[i - 1] == "\n"]
+
+
+def test_a_line_edit_that_breaks_the_code_branches_at_any_hunk_line_marker(taught):
+    """A patch that removes a line it meant to keep (here the `def` line: the body is left unindented under
+    nothing) adds a syntax error; its markers are branch points whichever marker the model chose."""
+    model, tokenizer = taught
+    tokens, starts = patch_tokens(tokenizer, BROKEN_PATCH)
+    removed, kept = starts[2], starts[3]  # "-def area(radius):", "     return ..."
+    minus, plus, space = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("-", "+", " "))
+    runner_ups = [(9.0, None)] * len(tokens)
+    runner_ups[removed] = (1.0, space)  # '-' chosen over ' '
+    runner_ups[kept] = (0.5, minus)  # ' ' chosen over '-'
+    generation = Generation(tokens, Stats(), "eos", runner_ups)
+    assert branch_points(generation, tokenizer, {0}, markers=" -+") == [(kept, minus), (removed, space)]
+    assert branch_points(generation, tokenizer, {0}, markers=" ") == [(kept, minus)]
+    # The Editor: the syntax error is the rejection; the second point's branch is the rename.
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {(): (BROKEN_PATCH, tokens, runner_ups),
+                                               (*tokens[:kept], minus): (BROKEN_PATCH, [], []),
+                                               (*tokens[:removed], space): (PATCH, [], [])})
+    result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    assert result.ok and result.new_text == EXPECTED and result.diagnostics == []
+    assert result.stats["branches"] == 2 and result.stats["first_answer"] == "broke the code"
 
 
 def test_an_answer_that_changes_nothing_is_decoded_again_from_its_least_sure_token(taught):
@@ -380,6 +420,32 @@ def test_an_answer_cut_off_at_its_budget_in_lines_that_count_is_decoded_again_at
     result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
     assert result.ok and result.stats["branches"] == 1
     assert result.new_text == EXPECTED and result.answer.rstrip("\n").endswith("+print(circle_area(2.0))")
+
+
+RAN_ON_UDIFF = UDIFF_HEAD + "+print(circle_area(2.0))\n@@ -9,0 +9,4 @@\n+def area(r):\n+    return 1\n+def area(r):\n+    re"
+
+
+def test_a_line_edit_cut_off_keeps_its_complete_hunks(taught):
+    """An answer that ran to its budget in a hunk of its own, past the change asked for, is taken without that
+    hunk where it was not decoded again (no loop to branch at) and the hunks before it change the file."""
+    assert complete_hunks("udiff", RAN_ON_UDIFF) == UDIFF_HEAD + "+print(circle_area(2.0))\n"
+    patch = PATCH.replace("*** End Patch", "@@\n print(circle_area(2.0))\n+def area(r):\n+    ret")
+    assert complete_hunks("apply_patch", patch) == PATCH + "\n"
+    assert complete_hunks("udiff", UDIFF_HEAD + "+print(circle") is None  # one hunk: nothing would be left
+    model, tokenizer = taught
+    tokens = tokenizer.encode(RAN_ON_UDIFF, add_special_tokens=False)
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=len(tokens))
+    editor.backend = ScriptedModel(tokenizer, {(): (RAN_ON_UDIFF, tokens, [(9.0, None)] * len(tokens), "length")})
+    result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
+    assert result.ok and result.new_text == EXPECTED and result.stats["cut_to_complete_hunks"]
+    assert result.answer.endswith("+print(circle_area(2.0))\n") and editor.backend.prefixes == [()]
+    # Hunks that change nothing once the last is left out are no edit: the try's own failure stands.
+    unchanged = "--- a/shapes.py\n+++ b/shapes.py\n@@ -4,1 +4,1 @@\n def area(radius):\n@@ -9,0 +9,1 @@\n+x = ["
+    tokens = tokenizer.encode(unchanged, add_special_tokens=False)
+    editor.backend = ScriptedModel(tokenizer, {(): (unchanged, tokens, [(9.0, None)] * len(tokens), "length")})
+    result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
+    assert not result.ok and [d["error"] for d in result.diagnostics] == ["StoppedError"]
+    assert not result.stats["cut_to_complete_hunks"]
 
 
 def test_a_local_model_continues_an_answer_from_a_prefix(taught):
@@ -629,5 +695,6 @@ def test_the_summary_line_says_when_the_edit_is_a_branch():
     from editor.commands.propose import _branched
 
     assert _branched(0) == ""
-    assert _branched(1).startswith(", 1 branch from the least sure token")
-    assert _branched(2).startswith(", 2 branches")
+    assert _branched(1, "changed nothing") == ", 1 branch from the least sure token (the first answer changed nothing)"
+    assert _branched(2, "broke the code").startswith(", 2 branches")
+    assert _branched(2, "ran on", cut=True) == ", the first answer without its last hunk, which ran on unfinished"

@@ -111,7 +111,8 @@ def propose(
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
                   f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
-                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}{_branched(s.get('branches', 0))}"
+                  f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}"
+                  f"{_branched(s.get('branches', 0), s.get('first_answer', ''), s.get('cut_to_complete_hunks'))}"
                   + (f"; the model took the instruction to be about {s['about']}" if s.get("about") else ""))
     if not result.ok:
         raise typer.Exit(EXIT_REJECTED)
@@ -177,13 +178,16 @@ def _progress(err: Console):
     return report
 
 
-def _branched(branches: int) -> str:
-    """What the summary line says when the edit came from a branch (`Editor._branch`): the user sees that the
-    model's first answer changed nothing and this is its runner-up."""
+def _branched(branches: int, first_answer: str = "", cut: bool = False) -> str:
+    """What the summary line says when the edit is not the model's first answer as written: a branch
+    (`Editor._branch`), the user sees why the first answer was decoded again and that this is its runner-up;
+    or the first answer without the hunk it ran on in (`Editor._complete_hunks`)."""
+    if cut:
+        return ", the first answer without its last hunk, which ran on unfinished"
     if not branches:
         return ""
     plural = "es" if branches > 1 else ""
-    return f", {branches} branch{plural} from the least sure token (the first answer changed nothing)"
+    return f", {branches} branch{plural} from the least sure token (the first answer {first_answer})"
 
 
 def _per_call(verifications: int, mean_accepted: float) -> str:
