@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.decode import decode, markdown_decode
@@ -111,6 +113,17 @@ def test_quality_scores_each_format(tiny, tmp_path):
     assert "| whole |" in table and "max retries 0, MTP off" in table and "| budget or runaway |" in table
     plot_quality([report], tmp_path / "quality.png")
     assert (tmp_path / "quality.png").read_bytes().startswith(b"\x89PNG")
+    # `edit bench plot`: several reports' panels side by side in one chart
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from editor.cli import app
+
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(app, ["bench", "plot", str(tmp_path / "report.json"), str(tmp_path / "report.json"),
+                                      "--out", str(tmp_path / "two.png")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "two.png").size[0] == 2 * Image.open(tmp_path / "quality.png").size[0]
 
 
 @pytest.mark.shared

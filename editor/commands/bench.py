@@ -215,6 +215,22 @@ def bench_quality(
     print(markdown_quality(report))
 
 
+@bench_app.command("plot")
+def bench_plot(
+    reports: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
+                                         help="Reports of `edit bench quality --json`, one panel each."),
+    out: Path = typer.Option(..., "--out", dir_okay=False, help="The PNG to write."),
+) -> None:
+    """Several quality reports in one chart, side by side (docs/BENCHMARKS.md draws its four sets so)."""
+    from bench.quality import plot_quality
+
+    try:
+        loaded = [json.loads(path.read_text(encoding="utf-8")) for path in reports]
+    except (ValueError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"not a JSON report: {error}", param_hint="REPORTS") from None
+    plot_quality(loaded, out)
+
+
 @bench_app.command("batch")
 def bench_batch(
     server: str = typer.Option(None, "--server", help="A running server's URL (see docs/SERVING.md)."),
