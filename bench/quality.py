@@ -245,7 +245,7 @@ def plot_quality(reports: list[dict], path: Path) -> None:
             bottom = [b + s for b, s in zip(bottom, shares)]
         ax.set_ylim(0, 1)
         ax.set_title(f"{report['benchmark']} ({report['items']} items)")
-        ax.legend(loc="upper right", fontsize=6)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)  # beside the bars, not on them
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
