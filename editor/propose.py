@@ -349,32 +349,36 @@ class Editor:
                 output, branch = self._generate(fmt, request, language, feedback, on_progress,
                                                 generation.tokens[:position] + [token])
                 totals.merge(branch.stats)
-            try:
-                edit, new_text = self._accept(fmt, name, text, output, branch, generation_budget, language, view,
-                                              instruction, check)
-            except EditError:
-                continue
-            # A runner-up that only spaces the line differently ("n %2" for "n%2") is no change either.
-            if SPACING.sub("", new_text) != SPACING.sub("", text):
-                return (output, edit, new_text), tried
+            accepted = self._changed(fmt, name, text, output, branch, generation_budget, language, view, instruction,
+                                     check)
+            if accepted is not None:
+                return (output, *accepted), tried
         return None, len(points)
+
+    def _changed(self, fmt, name, text, output, generation, budget, language, view, instruction, check):
+        """(edit, new text) where the Editor accepts `output` (`_accept`) and it changes more than spacing (a
+        runner-up that only spaces a line differently, "n %2" for "n%2", is no change either); else None."""
+        try:
+            edit, new_text = self._accept(fmt, name, text, output, generation, budget, language, view, instruction,
+                                          check)
+        except EditError:
+            return None
+        return (edit, new_text) if SPACING.sub("", new_text) != SPACING.sub("", text) else None
 
     def _complete_hunks(self, fmt, name, text, output, language, view, instruction, check):
         """(output, edit, new text) of a line edit cut off at its budget or in a loop, with its last hunk, the
         one it ran on in, left out (`complete_hunks`), where what is left is accepted and changes more than
         spacing; else None. The 1.5B model's line edits mostly ran on after the change they were asked for, in
         a hunk of their own past the function's end (docs/BENCHMARKS.md, History)."""
+        from decoding.generate import Generation, Stats
+
         kept = complete_hunks(fmt, output)
         if kept is None:
             return None
-        try:
-            edit, new_text = self._apply(fmt, name, text, as_taken(fmt, kept, language), language, view, instruction)
-            problem = check(new_text) if check else None
-        except EditError:
-            return None
-        if problem or SPACING.sub("", new_text) == SPACING.sub("", text):
-            return None
-        return as_taken(fmt, kept, language), edit, new_text
+        taken = as_taken(fmt, kept, language)
+        ended = Generation([], Stats(), "eos")  # the answer as cut here ends: nothing of it is cut off any more
+        accepted = self._changed(fmt, name, text, taken, ended, 0, language, view, instruction, check)
+        return None if accepted is None else (taken, *accepted)
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
