@@ -498,14 +498,21 @@ def apply(files: Files, edit: Edit, *, target: str | None = None, partial: bool 
 
 def prefix_ok(document: str, partial_edit_text: str) -> bool:
     """False when this prefix of a text-syntax edit can no longer become an edit that applies to
-    `document`: a malformed prefix, an op that does not fit, a seek("...") whose characters so far
-    occur nowhere at or after the cursor, a retain("...") or delete("...") whose characters so far
-    differ from the document at the cursor, a count whose digits already pass the end. Re-scans the
-    prefix."""
+    `document` as a model should write it: a malformed prefix, an op that does not fit, a seek("...")
+    whose characters so far occur nowhere at or after the cursor, or only where it would not move the
+    cursor, a retain("...") or delete("...") whose characters so far differ from the document at the
+    cursor, a count whose digits already pass the end. Re-scans the prefix.
+
+    A seek of the text at the cursor keeps nothing (`apply` takes it; retain is the op for that text), and
+    it is how the 1.5B model looped: seek("x"), seek("x"), ... to its output budget, the cursor standing
+    still (docs/BENCHMARKS.md, History). The model may not write one."""
     cursor = 0
     try:
         for number, op in enumerate(_scan(partial_edit_text), 1):
-            cursor = _step(document, cursor, op, number)
+            after = _step(document, cursor, op, number)
+            if isinstance(op, Seek) and after == cursor:
+                return False
+            cursor = after
     except (_Malformed, ApplyError):
         return False
     except _Cut as cut:
@@ -519,15 +526,15 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
         return True
     if not isinstance(reading, _Unfinished):
         try:
-            _step(doc, cursor, reading, 0)
+            after = _step(doc, cursor, reading, 0)
         except ApplyError:
             return False
-        return True
+        return not (isinstance(reading, Seek) and after == cursor)
     if reading.keyword == "insert":
         return True
     if reading.keyword == "seek" and reading.text is not None:
         at = doc.find(reading.text, cursor)
-        while at >= 0 and not _may_quote(doc, at, reading.text, reading.escape):
+        while at >= 0 and not (_may_quote(doc, at, reading.text, reading.escape) and _moves(doc, cursor, at)):
             at = doc.find(reading.text, at + 1)
         return at >= 0
     if reading.text is not None:
@@ -538,6 +545,13 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
     if not digits:
         return left > 0
     return len(digits) <= len(str(left)) and int(digits) <= left
+
+
+def _moves(doc: str, cursor: int, at: int) -> bool:
+    """Whether a quote of the document at `at` can be found first there, past the cursor: it must differ from the
+    text at the cursor, which the quote of `doc[at:]` as far as the document goes does unless that is where the
+    cursor stands or repeats what follows it."""
+    return at > cursor and not doc.startswith(doc[at:], cursor)
 
 
 def _may_quote(doc: str, at: int, text: str, escape: str) -> bool:
