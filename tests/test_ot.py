@@ -601,6 +601,8 @@ def test_prefix_ok_seek_cases(prefix, ok):
     ('[seek("l"), seek("l', True), ('[seek("l"), seek("lo")', True),  # "lo" is first found past the cursor
     ('[seek("h', False), ('[seek("hello")', False), ('[retain("h"), seek("l")', True),
     ('[seek("ab', False), ('[seek("b"), seek("ab', True),  # in "ababab", every "ab..." is first found at 0
+    ('[seek("ell"), seek(', True), ('[seek("ell"), retain("ell"), seek(', False),  # no seek can move from "o"
+    ('[seek("ell"), retain("ell"), s', False),
 ])
 def test_prefix_ok_refuses_a_seek_that_would_not_move(prefix, ok):
     """A seek of the text at the cursor keeps nothing: the 1.5B model looped on it (seek("x") forty times)."""
@@ -608,6 +610,22 @@ def test_prefix_ok_refuses_a_seek_that_would_not_move(prefix, ok):
     assert ot.prefix_ok(doc, prefix) is ok
     if ok is False and prefix.endswith(")"):  # the applier still takes it: an edit a person wrote is not wrong
         assert ot.resolve(doc, ot.parse(prefix + "]")) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab x\n", min_size=1, max_size=8), st.randoms(use_true_random=False))
+def test_a_prefix_prefix_ok_takes_can_always_go_on(doc, rng):
+    """No dead end: whatever prefix the check took, some next piece passes it too, or the edit is complete. The
+    1.5B model, refused a seek that stands still, met one: "seek(" where no seek could move (the cursor at the
+    document's last character) was taken, and then no token was ("the constraint allows no next token")."""
+    pieces = sorted(set('[](),"sek' + doc) | {'seek(', 'seek("', 'retain("', 'delete("', 'insert("', '"), ', ")]", "\\n"})
+    text = ""
+    for _ in range(40):
+        if text.endswith("]"):
+            return
+        going_on = [piece for piece in pieces if ot.prefix_ok(doc, text + piece)]
+        assert going_on, f"dead end after {text!r} in {doc!r}"
+        text += rng.choice(going_on)
 
 
 def test_prefix_ok_seek_looks_past_an_occurrence_an_escape_cannot_follow():

@@ -532,10 +532,11 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
         return not (isinstance(reading, Seek) and after == cursor)
     if reading.keyword == "insert":
         return True
-    if reading.keyword == "seek" and reading.text is not None:
-        at = doc.find(reading.text, cursor)
-        while at >= 0 and not (_may_quote(doc, at, reading.text, reading.escape) and _moves(doc, cursor, at)):
-            at = doc.find(reading.text, at + 1)
+    if reading.keyword == "seek":  # its quote so far (none yet: "seek(") can still become one that moves
+        text = reading.text or ""
+        at = doc.find(text, cursor)
+        while at >= 0 and not (_may_quote(doc, at, text, reading.escape) and _moves(doc, cursor, at)):
+            at = doc.find(text, at + 1)
         return at >= 0
     if reading.text is not None:
         return _may_quote(doc, cursor, reading.text, reading.escape)
