@@ -22,7 +22,7 @@ from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
 from .errors import EditError, NoChangeError, ParseError, StoppedError, ValidationError
 from .files import Document, FileChange, MemoryFiles, read_document
-from .focus import focus, names_a_unit, outline, units_kept
+from .focus import TOP_LEVEL_START, focus, names_a_unit, outline, units_kept
 from .request import REWRITES, build_request, is_code, locate_request, mtp_drafter
 
 if TYPE_CHECKING:
@@ -366,19 +366,20 @@ class Editor:
         return (edit, new_text) if SPACING.sub("", new_text) != SPACING.sub("", text) else None
 
     def _complete_hunks(self, fmt, name, text, output, language, view, instruction, check):
-        """(output, edit, new text) of a line edit cut off at its budget or in a loop, with its last hunk, the
-        one it ran on in, left out (`complete_hunks`), where what is left is accepted and changes more than
-        spacing; else None. The 1.5B model's line edits mostly ran on after the change they were asked for, in
-        a hunk of their own past the function's end (docs/BENCHMARKS.md, History)."""
+        """(output, edit, new text) of a line edit cut off at its budget or in a loop, cut to what it completed
+        (`complete_hunks`: its last hunk before the unit it ran on in, else without that hunk), the first such cut
+        accepted that changes more than spacing; else None. The 1.5B model's line edits mostly ran on after the
+        change they were asked for: in a hunk of their own past the function's end, or adding a unit again and
+        again (docs/BENCHMARKS.md, History)."""
         from decoding.generate import Generation, Stats
 
-        kept = complete_hunks(fmt, output)
-        if kept is None:
-            return None
-        taken = as_taken(fmt, kept, language)
         ended = Generation([], Stats(), "eos")  # the answer as cut here ends: nothing of it is cut off any more
-        accepted = self._changed(fmt, name, text, taken, ended, 0, language, view, instruction, check)
-        return None if accepted is None else (taken, *accepted)
+        for kept in complete_hunks(fmt, output):
+            taken = as_taken(fmt, kept, language)
+            accepted = self._changed(fmt, name, text, taken, ended, 0, language, view, instruction, check)
+            if accepted is not None:
+                return (taken, *accepted)
+        return None
 
     @staticmethod
     def _apply(fmt, name, text, output, language, view=None, instruction=""):
@@ -515,18 +516,47 @@ def as_taken(fmt: str, output: str, language: str | None) -> str:
     return output
 
 
-def complete_hunks(fmt: str, output: str) -> str | None:
-    """A line edit (apply_patch, udiff) cut off before it ended, without its last hunk (the one it was writing)
-    and the file headers left before it, ended as its format ends; None when no hunk would be left."""
+def complete_hunks(fmt: str, output: str) -> list[str]:
+    """What a line edit (apply_patch, udiff) cut off before it ended completed, each ended as its format ends: the
+    edit without its last hunk (the one it was writing) and the file headers left before it, where a hunk is left;
+    then the edit with that hunk cut before the top-level unit it began adding a second time, else before the
+    last one it began (`_unit_cut`). A run-on hunk of its own past the change asked for goes first; the hunks
+    before it may change nothing (context only), and the change be in the hunk it ran on in."""
     lines = output.split("\n")
     starts = [i for i, line in enumerate(lines) if line.startswith("@@")]
-    if len(starts) < 2:
-        return None
-    kept = lines[:starts[-1]]
-    while kept and kept[-1].startswith(("*** ", "--- ", "+++ ")) and not kept[-1].startswith("*** End of File"):
-        kept.pop()
+    if not starts:
+        return []
+    cuts = []
+    if len(starts) > 1:
+        kept = lines[:starts[-1]]
+        while kept and kept[-1].startswith(("*** ", "--- ", "+++ ")) and not kept[-1].startswith("*** End of File"):
+            kept.pop()
+        cuts.append(kept)
+    cut = _unit_cut(lines, starts[-1])
+    if cut is not None:
+        cuts.append(lines[:cut])
     end = ["*** End Patch"] if fmt == "apply_patch" else []
-    return "\n".join(kept + end) + "\n"
+    return ["\n".join(kept + end) + "\n" for kept in cuts]
+
+
+def _unit_cut(lines: list[str], hunk: int) -> int | None:
+    """Where to cut the hunk starting at line `hunk` short, inside the added lines it ends in: before the first
+    one that starts a top-level unit (`focus.TOP_LEVEL_START`) a second time (EditEval/165: the same function
+    added four times, to the budget), else before the last one that starts one (cut off there: a `__main__`
+    block of prints); None when those added lines begin no unit past their first line (a cut there would keep
+    lines removed before them, and none of what replaces them)."""
+    end = len(lines) - (lines[-1] == "")  # an answer cut off at a line's end
+    run = end
+    while run > hunk + 1 and lines[run - 1].startswith("+"):
+        run -= 1
+    begun = [i for i in range(run, end) if TOP_LEVEL_START.match(lines[i][1:])]
+    again = next((i for n, i in enumerate(begun) if lines[i] in (lines[j] for j in begun[:n])), None)
+    cut = again if again is not None else begun[-1] if begun else None
+    if cut is None or cut == run:
+        return None
+    while not lines[cut - 1][1:].strip():  # the blank lines above the unit go with it
+        cut -= 1
+    return cut
 
 
 def loop_points(generation, tokenizer) -> list[tuple[int, int]]:

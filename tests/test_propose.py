@@ -428,10 +428,11 @@ RAN_ON_UDIFF = UDIFF_HEAD + "+print(circle_area(2.0))\n@@ -9,0 +9,4 @@\n+def are
 def test_a_line_edit_cut_off_keeps_its_complete_hunks(taught):
     """An answer that ran to its budget in a hunk of its own, past the change asked for, is taken without that
     hunk where it was not decoded again (no loop to branch at) and the hunks before it change the file."""
-    assert complete_hunks("udiff", RAN_ON_UDIFF) == UDIFF_HEAD + "+print(circle_area(2.0))\n"
+    assert complete_hunks("udiff", RAN_ON_UDIFF)[0] == UDIFF_HEAD + "+print(circle_area(2.0))\n"
     patch = PATCH.replace("*** End Patch", "@@\n print(circle_area(2.0))\n+def area(r):\n+    ret")
-    assert complete_hunks("apply_patch", patch) == PATCH + "\n"
-    assert complete_hunks("udiff", UDIFF_HEAD + "+print(circle") is None  # one hunk: nothing would be left
+    assert complete_hunks("apply_patch", patch)[0] == PATCH + "\n"
+    # one hunk, ending in the line that replaces a removed one: a cut would keep the removal alone
+    assert complete_hunks("udiff", UDIFF_HEAD + "+print(circle") == []
     model, tokenizer = taught
     tokens = tokenizer.encode(RAN_ON_UDIFF, add_special_tokens=False)
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=len(tokens))
@@ -446,6 +447,30 @@ def test_a_line_edit_cut_off_keeps_its_complete_hunks(taught):
     result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
     assert not result.ok and [d["error"] for d in result.diagnostics] == ["StoppedError"]
     assert not result.stats["cut_to_complete_hunks"]
+
+
+def test_a_line_edit_cut_off_in_its_one_hunk_keeps_the_units_it_completed(taught):
+    """One hunk that ran on adding a unit again and again (EditEval/165's n_longest, four times) is cut before the
+    second copy; one that ran on in the last unit it began (a `__main__` block) before that unit. The scripted
+    model's answer, cut off at its budget, goes through the Editor as the first copy alone."""
+    head = "--- a/shapes.py\n+++ b/shapes.py\n@@ -8,0 +9,6 @@\n"
+    unit = "+def circle_area(radius):\n+    return area(radius)\n+\n"
+    looped = head + unit * 3 + "+def circle_area(rad"
+    assert complete_hunks("udiff", looped) == [head + unit.removesuffix("+\n")]
+    demo = head + unit + "+if __name__ == '__main__':\n+    print(circle_area(1.0))\n+    print(circ"
+    assert complete_hunks("udiff", demo) == [head + unit.removesuffix("+\n")]
+    patch = "*** Begin Patch\n*** Update File: shapes.py\n@@\n print(area(2.0))\n" + unit * 2
+    assert complete_hunks("apply_patch", patch) == [patch.removesuffix(unit + unit) + unit.removesuffix("+\n")
+                                                    + "*** End Patch\n"]
+    assert complete_hunks("udiff", head + "+x = 1\n+y = 2\n+z = [") == [head + "+x = 1\n+y = 2\n"]
+    assert complete_hunks("udiff", head + "+def f():\n+    return [1,\n+            2,") == []  # no unit past the first
+    model, tokenizer = taught
+    tokens = tokenizer.encode(looped, add_special_tokens=False)
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=len(tokens))
+    editor.backend = ScriptedModel(tokenizer, {(): (looped, tokens, [(9.0, None)] * len(tokens), "length")})
+    result = editor.edit(SOURCE, INSTRUCTION, format="udiff", path="shapes.py")
+    assert result.ok and result.stats["cut_to_complete_hunks"]
+    assert result.new_text == SOURCE + "def circle_area(radius):\n    return area(radius)\n"
 
 
 def test_a_local_model_continues_an_answer_from_a_prefix(taught):
