@@ -722,4 +722,4 @@ def test_the_summary_line_says_when_the_edit_is_a_branch():
     assert _branched(0) == ""
     assert _branched(1, "changed nothing") == ", 1 branch from the least sure token (the first answer changed nothing)"
     assert _branched(2, "broke the code").startswith(", 2 branches")
-    assert _branched(2, "ran on", cut=True) == ", the first answer without its last hunk, which ran on unfinished"
+    assert _branched(2, "ran on", cut=True) == ", the first answer cut to what it completed (it ran on unfinished)"

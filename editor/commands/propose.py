@@ -181,9 +181,9 @@ def _progress(err: Console):
 def _branched(branches: int, first_answer: str = "", cut: bool = False) -> str:
     """What the summary line says when the edit is not the model's first answer as written: a branch
     (`Editor._branch`), the user sees why the first answer was decoded again and that this is its runner-up;
-    or the first answer without the hunk it ran on in (`Editor._complete_hunks`)."""
+    or the first answer cut to the hunks or units it completed (`Editor._complete_hunks`)."""
     if cut:
-        return ", the first answer without its last hunk, which ran on unfinished"
+        return ", the first answer cut to what it completed (it ran on unfinished)"
     if not branches:
         return ""
     plural = "es" if branches > 1 else ""
