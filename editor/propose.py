@@ -367,8 +367,8 @@ class Editor:
 
     def _complete_hunks(self, fmt, name, text, output, language, view, instruction, check):
         """(output, edit, new text) of a line edit cut off at its budget or in a loop, cut to what it completed
-        (`complete_hunks`: its last hunk before the unit it ran on in, else without that hunk), the first such cut
-        accepted that changes more than spacing; else None. The 1.5B model's line edits mostly ran on after the
+        (`complete_hunks`: without its last hunk, else that hunk cut before the unit it ran on in), the first such
+        cut accepted that changes more than spacing; else None. The 1.5B model's line edits mostly ran on after the
         change they were asked for: in a hunk of their own past the function's end, or adding a unit again and
         again (docs/BENCHMARKS.md, History)."""
         from decoding.generate import Generation, Stats
@@ -554,7 +554,7 @@ def _unit_cut(lines: list[str], hunk: int) -> int | None:
     cut = again if again is not None else begun[-1] if begun else None
     if cut is None or cut == run:
         return None
-    while not lines[cut - 1][1:].strip():  # the blank lines above the unit go with it
+    while cut > run and not lines[cut - 1][1:].strip():  # the blank lines above the unit go with it
         cut -= 1
     return cut
 
