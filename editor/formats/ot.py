@@ -505,22 +505,31 @@ def prefix_ok(document: str, partial_edit_text: str) -> bool:
 
     A seek of the text at the cursor keeps nothing (`apply` takes it; retain is the op for that text), and
     it is how the 1.5B model looped: seek("x"), seek("x"), ... to its output budget, the cursor standing
-    still (docs/BENCHMARKS.md, History). The model may not write one."""
-    cursor = 0
+    still (docs/BENCHMARKS.md, History). Nor does an insert of the text the op before it deleted, which it
+    then did word by word: seek("x"), delete("x"), insert("x"), seek("y"), ... The model may write neither."""
+    cursor, previous = 0, None
     try:
         for number, op in enumerate(_scan(partial_edit_text), 1):
             after = _step(document, cursor, op, number)
-            if isinstance(op, Seek) and after == cursor:
+            if _stands_still(op, previous, cursor, after):
                 return False
-            cursor = after
+            cursor, previous = after, op
     except (_Malformed, ApplyError):
         return False
     except _Cut as cut:
-        return _can_finish(document, cursor, cut.reading)
+        return _can_finish(document, cursor, cut.reading, previous)
     return True
 
 
-def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool:
+def _stands_still(op: Op, previous: Op | None, cursor: int, after: int) -> bool:
+    """Whether `op` (from `cursor` to `after`), following `previous`, changes nothing and keeps nothing: a seek
+    of the text at the cursor, or an insert of the text `previous` deleted."""
+    if isinstance(op, Seek):
+        return after == cursor
+    return isinstance(op, Insert) and isinstance(previous, Delete) and previous.text == op.text
+
+
+def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None, previous: Op | None = None) -> bool:
     left = len(doc) - cursor
     if reading is None:
         return True
@@ -529,7 +538,7 @@ def _can_finish(doc: str, cursor: int, reading: Op | _Unfinished | None) -> bool
             after = _step(doc, cursor, reading, 0)
         except ApplyError:
             return False
-        return not (isinstance(reading, Seek) and after == cursor)
+        return not _stands_still(reading, previous, cursor, after)
     if reading.keyword == "insert":
         return True
     if reading.keyword == "seek":  # its quote so far (none yet: "seek(") can still become one that moves
