@@ -50,12 +50,22 @@ def build_request(tokenizer, fmt: str, *, name: str, text: str, instruction: str
                               feedback=feedback)
     prompt_ids = chat_prompt_ids(tokenizer, chat)
     narrowed = format_grammar(fmt, name, text, language) if grammar else None
-    # OT's document check (quoted text must be in the file) has no Lark form: a server goes without it,
-    # and the applier refuses what it would have stopped.
-    check = functools.partial(formats.get("ot").prefix_ok, text) if fmt == "ot" else None
-    constraint = local_constraint(tokenizer, narrowed, eos_token_ids, vocab_size, local, check)
+    constraint = local_constraint(tokenizer, narrowed, eos_token_ids, vocab_size, local,
+                                  document_check(fmt, text, instruction, language))
     drafters = edit_drafters(tokenizer, fmt, text, mtp) if spec and local else []
     return Request(prompt_ids, narrowed, constraint, drafters, output_budget(tokenizer, fmt, text, max_new_tokens))
+
+
+def document_check(fmt: str, text: str, instruction: str, language: str | None):
+    """What a format's grammar cannot say cheaply, checked on each token the model writes: OT's quotes must be
+    in the file (`ot.prefix_ok`), a block edit of Python must keep the names of the definitions it rewrites
+    (`block.name_check`). None: no check. These have no Lark form: a server goes without them, and the applier
+    refuses what OT's check would have stopped (a rename it takes: a person's edit is not wrong)."""
+    if fmt == "ot":
+        return functools.partial(formats.get("ot").prefix_ok, text)
+    if fmt == "block" and language == "python":
+        return formats.get("block").name_check(instruction)
+    return None
 
 
 def locate_request(tokenizer, *, name: str, outline: list[tuple[str, str]], instruction: str, eos_token_ids=(),

@@ -386,3 +386,67 @@ def test_a_file_of_thousands_of_units_gets_a_grammar_the_parser_survives():
     grammar = format_grammar("block", "many.py", code, "python")
     assert grammar_admits(grammar, "*** Replace: def f_3999():\ndef f_3999():\n    return 0\n*** End\n")
     assert not grammar_admits(grammar, "*** Replace: def f_4000():\ndef f_4000():\n    return 0\n*** End\n")
+
+
+# --- the name check: a Replace of a Python definition keeps its name -------------------------------------------
+
+FIX = "Fix the bug in frequency_Of_Smallest."
+
+
+def test_a_replace_keeps_the_definitions_name_unless_the_instruction_offers_a_new_one():
+    # The 1.5B, asked to fix functions, renamed them (EditEval/88, /110) and their callers broke.
+    check = block.name_check("The function finds the frequency of the smallest value.")
+    head = "*** Replace: def frequency_Of_Smallest(n, arr):\n"
+    assert check(head + "def frequency_Of_Smallest(n, arr):\n    return 0\n*** End\n")
+    assert check(head + "def frequency_Of")  # on its way to the name
+    assert not check(head + "def frequency_of")  # no longer
+    assert not check(head + "def frequency_of_smallest(n, arr):")
+    assert not check(head + "def frequency(")  # a word of the instruction is no name it offers
+    # Decorators, comments and blank lines come before the definition line; a class keeps its name too.
+    assert not check("*** Replace: class Student:\n\n@dataclass\n# a record\nclass Pupil:")
+    assert check("*** Replace: class Student:\n@dataclass\nclass Student(ABC):\n    name: str\n")
+    # Only the first definition line of the text: helpers after it, and other operations, are free.
+    assert check(head + "def frequency_Of_Smallest(n, arr):\n    return helper(arr)\n\ndef helper(arr):")
+    assert check("*** Insert after: def frequency_Of_Smallest(n, arr):\ndef helper(arr):\n")
+    assert check("*** Replace: TIMEOUT = 5\ndef timeout():\n")  # the unit is no definition
+    assert check(head + "    return min(arr)\n")  # a new body alone keeps the header
+    assert not check(head + "def f():\n    pass\n*** Replace: def g():\ndef g():\n")  # every Replace was checked
+    assert check(head + "async def frequency_Of_Smallest(n, arr):")
+
+
+def test_names_the_instruction_offers_and_instructions_that_ask_for_a_rename():
+    head = "*** Replace: def find_Max_Num(arr):\n"
+    assert block.name_check("Modify the function to 'find_Min_Num' and return the smallest.")(head + "def find_Min_Num(")
+    assert block.name_check("Make it a Plane class.")("*** Replace: def will_it_fly(q, w):\nclass Plane:")
+    assert block.name_check("Call it `smallest`.")(head + "def smallest(arr):")
+    assert not block.name_check("Return the smallest number instead.")(head + "def smallest(arr):")
+    assert block.name_check("Rename it to smallest.") is None  # asked in words: any name goes
+    assert block.name_check("Give the function a better name.") is None
+
+
+def test_every_prefix_of_an_answer_the_check_takes_is_taken():
+    check = block.name_check(FIX)
+    answer = ("*** Replace: def frequency_Of_Smallest(n, arr):\n@cache\ndef frequency_Of_Smallest(n, arr):\n"
+              "    return arr.count(min(arr))\n*** Delete: def unused():\n*** End\n")
+    assert all(check(answer[:k]) for k in range(len(answer) + 1))
+    renamed = answer.replace("def frequency_Of_Smallest(n, arr):\n    return", "def frequency_of_smallest(n, arr):\n    return")
+    first_refused = next(k for k in range(len(renamed) + 1) if not check(renamed[:k]))
+    assert renamed[:first_refused].endswith("def frequency_o")
+
+
+def test_a_block_edit_of_python_is_decoded_under_the_name_check():
+    from editor.request import document_check, format_grammar
+
+    code = "def f(x):\n    return x\n"
+    check = document_check("block", code, "Fix f.", "python")
+    tokenizer = stdlib_tokenizer(2000)
+    constraint = GrammarConstraint(tokenizer_for(tokenizer), format_grammar("block", "f.py", code, "python"),
+                                   token_check=check)
+    kept = tokenizer.encode("*** Replace: def f(x):\ndef f(x):\n", add_special_tokens=False)
+    renamed = tokenizer.encode("*** Replace: def f(x):\ndef g(x):\n", add_special_tokens=False)
+    assert constraint.valid_prefix_len(kept) == len(kept)
+    assert constraint.valid_prefix_len(renamed) < len(renamed)  # the grammar alone takes it
+    assert GrammarConstraint(tokenizer_for(tokenizer), format_grammar("block", "f.py", code, "python")
+                             ).valid_prefix_len(renamed) == len(renamed)
+    assert document_check("block", code, "Fix f.", "javascript") is None
+    assert document_check("block", "# Notes\n", "Fix it.", "markdown") is None

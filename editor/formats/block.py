@@ -36,6 +36,7 @@ existing applier, validation and hooks take unchanged; `apply` gives the same te
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -62,6 +63,12 @@ CLASS_TYPES = {"class_definition", "class_declaration", "abstract_class_declarat
                "trait_item"}
 # Wrappers whose unit is named by the definition inside: `@decorator` lines, `export`.
 WRAPPED_FIELDS = ("definition", "declaration")
+# A Python definition line, its name (as far as written) and the character after it, if any.
+DEFINITION = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+(\w*)(.?)")
+# An instruction that asks for a new name in words ("rename", "name it ..."): a Replace may rename freely.
+RENAME_ASKED = re.compile(r"\b(?:re)?nam(?:e|ing)", re.IGNORECASE)
+QUOTED_NAME = re.compile(r"""["'`]([A-Za-z_]\w*)["'`]""")
+CODE_LIKE_NAME = re.compile(r"\b[A-Za-z_]*(?:_|\d|[A-Z])\w*")  # an underscore, a digit or a capital letter
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,47 @@ def closed(answer: str) -> str:
     elif last != END:
         lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def name_check(instruction: str):
+    """The document check a model's block edit of Python code is decoded under (`prefix_ok` bound to the names
+    `instruction` offers), or None where the instruction asks for a rename."""
+    if RENAME_ASKED.search(instruction):
+        return None
+    offered = QUOTED_NAME.findall(instruction) + CODE_LIKE_NAME.findall(instruction)
+    return functools.partial(prefix_ok, frozenset(offered))
+
+
+def prefix_ok(new_names: frozenset[str], partial_edit_text: str) -> bool:
+    """False when the Replace being written gives the definition it rewrites a name that is neither its own nor
+    one of `new_names`: the first definition line of its text (after blank, decorator and comment lines) must
+    name the unit as its `*** Replace:` line does, or a name the instruction offers, and a name still being
+    written must be on its way to one of them.
+
+    Asked to fix a function, the 1.5B renamed it (`frequency_Of_Smallest` -> `frequency_of_smallest`,
+    `check_Even_Odd_Parity` -> `check_Even_Parity`), and every caller broke (docs/BENCHMARKS.md, History). The
+    applier takes renames (a person's edit is not wrong); only the model is held to the name."""
+    lines = partial_edit_text.split("\n")
+    complete = len(lines) - 1  # the last line may still be being written
+    opened = [i for i in range(complete) if lines[i].startswith(REPLACE)]
+    return all(_keeps_name(lines, i, new_names) for i in opened)
+
+
+def _keeps_name(lines: list[str], opened: int, new_names: frozenset[str]) -> bool:
+    """`prefix_ok` for the Replace whose marker is lines[opened]."""
+    own = DEFINITION.match(lines[opened][len(REPLACE):])
+    if own is None or not own.group(2):  # the unit is no definition
+        return True
+    text = (line for line in lines[opened + 1:] if line.strip() and not line.lstrip().startswith(("@", "#")))
+    first = next(text, None)
+    written = DEFINITION.match(first) if first is not None and not first.startswith(MARKER) else None
+    if written is None:
+        return True
+    name, following = written.groups()
+    names = new_names | {own.group(1)}
+    if not following or following == "\ufffd":  # the name may go on (U+FFFD: a character not yet complete)
+        return any(allowed.startswith(name) for allowed in names)
+    return name in names
 
 
 def render(edit: Edit) -> str:
