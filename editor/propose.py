@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from . import formats, validation
 from .applying import apply_edit, syntax_errors
 from .diffing import unified_diff
+from .docstrings import docstrings_kept
 from .errors import EditError, NoChangeError, ParseError, StoppedError, ValidationError
 from .files import Document, FileChange, MemoryFiles, read_document
 from .focus import TOP_LEVEL_START, focus, names_a_unit, outline, units_kept
@@ -277,7 +278,7 @@ class Editor:
         if fmt == "ot" and edit is not None and view is None:  # the model quotes; canonical OT has counts
             edit = formats.get("ot").resolve(text, edit)
             output = formats.get("ot").render(edit)
-        if edit is not None and (view is not None or fmt == "excerpt"):  # the answer was about the excerpt
+        if edit is not None and (view is not None or fmt in ("excerpt", "block")):  # about the excerpt, or repaired
             output = formats.get(edit_format(fmt)).render(edit)
         diff = unified_diff(text, new_text, "a/" + name, "b/" + name) if new_text is not None else ""
         return EditResult(name, fmt, output, edit, text, new_text, diff, diagnostics,
@@ -402,6 +403,10 @@ class Editor:
                                 language=language, dry_run=True)
             edit, errors = result.edit, result.errors
             new_shown = next((c.new_text for c in result.changes if c.path == name), shown)
+        repaired = False  # docstrings put back: a block edit handed out is then the one that gives the new text
+        if language == "python" and new_shown is not None and (fmt in REWRITES or fmt == "block"):
+            kept = docstrings_kept(shown, new_shown, instruction)
+            repaired, new_shown = kept != new_shown, kept
         new_text = view.splice(new_shown) if view is not None and new_shown is not None else new_shown
         if not errors and new_text is not None and (fmt in REWRITES or view is not None):
             errors = syntax_errors([FileChange(name, Document(text), new_text)], language)[1]
@@ -417,7 +422,7 @@ class Editor:
             raise NoChangeError("the edit changes nothing", file=name)
         if fmt == "whole":
             edit = new_text
-        elif fmt == "excerpt" or view is not None:
+        elif fmt == "excerpt" or view is not None or repaired:
             edit = file_edit(fmt, text, new_text, name)
             if edit_format(fmt) == "block":  # the text the handed-out edit gives (its own blank lines between units)
                 new_text = formats.get("block").apply_text(text, edit, name)

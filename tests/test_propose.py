@@ -723,3 +723,33 @@ def test_the_summary_line_says_when_the_edit_is_a_branch():
     assert _branched(1, "changed nothing") == ", 1 branch from the least sure token (the first answer changed nothing)"
     assert _branched(2, "broke the code").startswith(", 2 branches")
     assert _branched(2, "ran on", cut=True) == ", the first answer cut to what it completed (it ran on unfinished)"
+
+
+DOCUMENTED = 'import math\n\n\ndef area(radius):\n    """The area of a circle."""\n    return math.pi * radius\n'
+
+
+def test_a_block_edit_that_only_leaves_out_a_docstring_changes_nothing_and_is_decoded_again(taught):
+    """The 1.5B's block edits of HumanEvalFix items left the docstring out and kept the bug: with the docstring
+    kept (editor/docstrings.py) such an edit changes nothing, and the runner-up's branch is taken, docstring kept."""
+    model, tokenizer = taught
+    head = "*** Replace: def area(radius):\ndef area(radius):\n"
+    unchanged = head + "    return math.pi * radius\n*** End\n"
+    tokens = tokenizer.encode(unchanged, add_special_tokens=False)
+    inside = [i for i in range(1, len(tokens)) if "math.pi" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
+    star = tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = [(9.0, None)] * len(tokens)
+    runner_ups[inside[0]] = (0.5, star)
+    fixed = head + "    return math.pi * radius ** 2\n*** End\n"
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {(): (unchanged, tokens, runner_ups),
+                                               (*tokens[:inside[0]], star): (fixed, [], [])})
+    result = editor.edit(DOCUMENTED, "Fix bugs in area.", format="block", path="shapes.py")
+    expected = DOCUMENTED.replace("radius\n", "radius ** 2\n")
+    assert result.ok and result.new_text == expected and result.stats["branches"] == 1
+    block = formats.get("block")
+    assert block.apply_text(DOCUMENTED, result.edit, "shapes.py") == expected  # the edit handed out gives it
+    assert block.parse(result.edit_text) == result.edit
+    # Asked about the documentation, the answer is taken as written.
+    editor.backend = ScriptedModel(tokenizer, {(): (unchanged, tokens, runner_ups)})
+    result = editor.edit(DOCUMENTED, "Remove the docstring of area.", format="block", path="shapes.py")
+    assert result.ok and result.new_text == DOCUMENTED.replace('    """The area of a circle."""\n', "")
