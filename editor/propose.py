@@ -246,6 +246,19 @@ class Editor:
             try:
                 edit, new_text = self._accept(fmt, name, text, output, generation, request.max_new_tokens, language,
                                               view, instruction, check)
+                if only_spacing(text, new_text):
+                    # What a fix that kept the bug looks like ("n %2" for "n%2", a blank line less): decoded again
+                    # as an edit that changes nothing is, and kept as it is where no branch changes more (it may
+                    # be what was asked: "Format this").
+                    markers = " " if fmt in LINE_FORMATS else ""
+                    points = branch_points(generation, self.tokenizer, self.backend.eos_token_ids, markers=markers)
+                    accepted, tried = self._branch(fmt, name, text, shown, instruction, language, feedback, view,
+                                                   check, generation, request.max_new_tokens, points, totals,
+                                                   on_progress)
+                    branches += tried
+                    if accepted is not None:
+                        output, edit, new_text = accepted
+                        rejected = rejected or "changed only spacing"
                 break
             except (NoChangeError, ValidationError, StoppedError) as exc:
                 error = exc
@@ -364,7 +377,7 @@ class Editor:
                                           check)
         except EditError:
             return None
-        return (edit, new_text) if SPACING.sub("", new_text) != SPACING.sub("", text) else None
+        return None if only_spacing(text, new_text) else (edit, new_text)
 
     def _complete_hunks(self, fmt, name, text, output, language, view, instruction, check):
         """(output, edit, new text) of a line edit cut off at its budget or in a loop, cut to what it completed
@@ -429,6 +442,11 @@ class Editor:
                 if new_text == text:  # the answer only spaced units differently
                     raise NoChangeError("the edit changes nothing", file=name)
         return edit, new_text
+
+
+def only_spacing(text: str, new_text: str) -> bool:
+    """Whether `new_text` differs from `text` in whitespace alone."""
+    return SPACING.sub("", new_text) == SPACING.sub("", text)
 
 
 def past_a_screenful(text: str) -> bool:

@@ -719,7 +719,7 @@ def test_requantize_edits_as_an_editor_loaded_with_those_weights(taught, monkeyp
 def test_the_summary_line_says_when_the_edit_is_a_branch():
     from editor.commands.propose import _branched
 
-    assert _branched(0) == ""
+    assert _branched(0) == "" and _branched(3) == ""  # branches tried, none taken
     assert _branched(1, "changed nothing") == ", 1 branch from the least sure token (the first answer changed nothing)"
     assert _branched(2, "broke the code").startswith(", 2 branches")
     assert _branched(2, "ran on", cut=True) == ", the first answer cut to what it completed (it ran on unfinished)"
@@ -753,3 +753,28 @@ def test_a_block_edit_that_only_leaves_out_a_docstring_changes_nothing_and_is_de
     editor.backend = ScriptedModel(tokenizer, {(): (unchanged, tokens, runner_ups)})
     result = editor.edit(DOCUMENTED, "Remove the docstring of area.", format="block", path="shapes.py")
     assert result.ok and result.new_text == DOCUMENTED.replace('    """The area of a circle."""\n', "")
+
+
+def test_an_answer_that_only_changes_spacing_is_decoded_again_and_kept_where_no_branch_changes_more(taught):
+    """The 1.5B's "fixes" of HumanEvalFix items that kept the bug and dropped a blank line: decoded again as an edit
+    that changes nothing is; with no branch that changes more, the spacing edit stands ("Format this")."""
+    model, tokenizer = taught
+    spaced = SOURCE.replace("radius * radius", "radius*radius")
+    text = "```\n" + spaced + "```"
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    inside = [i for i in range(1, len(tokens)) if "math.pi" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
+    star = tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = [(9.0, None)] * len(tokens)
+    runner_ups[inside[0]] = (0.5, star)
+    squared = SOURCE.replace("radius * radius", "radius ** 2")
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups),
+                                               (*tokens[:inside[0]], star): ("```\n" + squared + "```", [], [])})
+    result = editor.edit(SOURCE, "Fix bugs in area.", format="whole", path="shapes.py")
+    assert result.ok and result.new_text == squared and result.stats["branches"] == 1
+    assert result.stats["first_answer"] == "changed only spacing"
+    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups),
+                                               (*tokens[:inside[0]], star): (text, [], [])})
+    result = editor.edit(SOURCE, "Format area.", format="whole", path="shapes.py")
+    assert result.ok and result.new_text == spaced and result.diagnostics == []
+    assert result.stats["branches"] == 1 and result.stats["first_answer"] == ""

@@ -184,7 +184,7 @@ def _branched(branches: int, first_answer: str = "", cut: bool = False) -> str:
     or the first answer cut to the hunks or units it completed (`Editor._complete_hunks`)."""
     if cut:
         return ", the first answer cut to what it completed (it ran on unfinished)"
-    if not branches:
+    if not branches or not first_answer:  # no branch, or none taken: the first answer stands
         return ""
     plural = "es" if branches > 1 else ""
     return f", {branches} branch{plural} from the least sure token (the first answer {first_answer})"
