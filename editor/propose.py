@@ -572,9 +572,14 @@ def _unit_cut(lines: list[str], hunk: int) -> int | None:
     run = end
     while run > hunk + 1 and lines[run - 1].startswith("+"):
         run -= 1
-    begun = [i for i in range(run, end) if TOP_LEVEL_START.match(lines[i][1:])]
-    again = next((i for n, i in enumerate(begun) if lines[i] in (lines[j] for j in begun[:n])), None)
-    cut = again if again is not None else begun[-1] if begun else None
+    cut, seen = None, set()
+    for i in range(run, end):
+        if TOP_LEVEL_START.match(lines[i][1:]):
+            if lines[i] in seen:  # the first unit begun again
+                cut = i
+                break
+            seen.add(lines[i])
+            cut = i  # else the last one begun
     if cut is None or cut == run:
         return None
     while cut > run and not lines[cut - 1][1:].strip():  # the blank lines above the unit go with it
