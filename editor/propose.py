@@ -25,6 +25,7 @@ from .errors import EditError, NoChangeError, ParseError, StoppedError, Validati
 from .files import Document, FileChange, MemoryFiles, read_document
 from .focus import TOP_LEVEL_START, focus, names_a_unit, outline, units_kept
 from .request import REWRITES, build_request, is_code, locate_request, mtp_drafter
+from .undefined_names import new_undefined_names
 
 if TYPE_CHECKING:
     from decoding.generate import Stats
@@ -433,6 +434,12 @@ class Editor:
             raise EditError("the edit deletes the file; it should change it", file=name)
         if new_text == text:
             raise NoChangeError("the edit changes nothing", file=name)
+        missing = new_undefined_names(text, new_text) if language == "python" else {}
+        if missing:  # the import the model forgot: rejected as a syntax error is, so that it branches
+            line = next(iter(missing.values()))
+            names = ", ".join(f"'{n}'" for n in missing)
+            raise ValidationError(f"the edit reads {names}, which the file defines nowhere; import or define "
+                                  f"{'it' if len(missing) == 1 else 'them'}", file=name, line=line)
         if fmt == "whole":
             edit = new_text
         elif fmt == "excerpt" or view is not None or repaired:

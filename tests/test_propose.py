@@ -778,3 +778,27 @@ def test_an_answer_that_only_changes_spacing_is_decoded_again_and_kept_where_no_
     result = editor.edit(SOURCE, "Format area.", format="whole", path="shapes.py")
     assert result.ok and result.new_text == spaced and result.diagnostics == []
     assert result.stats["branches"] == 1 and result.stats["first_answer"] == ""
+
+
+def test_an_answer_that_reads_a_name_the_file_defines_nowhere_is_rejected_and_decoded_again(taught):
+    """The forgotten import (EditEval/20: `Tuple` with only `List, Any` imported) fails no syntax check; the Editor
+    rejects it as it does a syntax error, naming the line, and the runner-up's branch is taken."""
+    model, tokenizer = taught
+    unimported = SOURCE.replace("math.pi * radius * radius", "pi * radius * radius")
+    text = "```\n" + unimported + "```"
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    inside = [i for i in range(1, len(tokens)) if "pi *" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
+    star = tokenizer.encode("x", add_special_tokens=False)[0]
+    runner_ups = [(9.0, None)] * len(tokens)
+    runner_ups[inside[0]] = (0.5, star)
+    squared = SOURCE.replace("radius * radius", "radius ** 2")
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups),
+                                               (*tokens[:inside[0]], star): ("```\n" + squared + "```", [], [])})
+    result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
+    assert result.ok and result.new_text == squared and result.stats["first_answer"] == "broke the code"
+    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, [(9.0, None)] * len(tokens))})
+    result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
+    line = unimported.split("\n").index("    return pi * radius * radius") + 1
+    assert not result.ok and result.diagnostics[0]["error"] == "ValidationError"
+    assert result.diagnostics[0]["line"] == line and "'pi'" in result.diagnostics[0]["message"]
