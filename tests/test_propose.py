@@ -233,9 +233,10 @@ class ScriptedModel:
         return text, Generation(tokens, Stats(new_tokens=len(tokens)), finish[0] if finish else "eos", runner_ups)
 
 
-def unchanged_whole_answer(tokenizer, sure_of_all_but: dict[int, tuple[float, int]]):
-    """A whole rewrite of SOURCE that changes nothing, sure of every token (gap 9) but those given."""
-    text = "```\n" + SOURCE + "```"
+def unchanged_whole_answer(tokenizer, sure_of_all_but: dict[int, tuple[float, int]], source: str = SOURCE):
+    """A whole rewrite whose new text is `source` (by default SOURCE: it changes nothing), sure of every token
+    (gap 9) but those given."""
+    text = "```\n" + source + "```"
     tokens = tokenizer.encode(text, add_special_tokens=False)
     return text, tokens, [sure_of_all_but.get(i, (9.0, 5)) for i in range(len(tokens))]
 
@@ -760,12 +761,10 @@ def test_an_answer_that_only_changes_spacing_is_decoded_again_and_kept_where_no_
     that changes nothing is; with no branch that changes more, the spacing edit stands ("Format this")."""
     model, tokenizer = taught
     spaced = SOURCE.replace("radius * radius", "radius*radius")
-    text = "```\n" + spaced + "```"
-    tokens = tokenizer.encode(text, add_special_tokens=False)
+    _, tokens, _ = unchanged_whole_answer(tokenizer, {}, spaced)
     inside = [i for i in range(1, len(tokens)) if "math.pi" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
     star = tokenizer.encode("x", add_special_tokens=False)[0]
-    runner_ups = [(9.0, None)] * len(tokens)
-    runner_ups[inside[0]] = (0.5, star)
+    text, _, runner_ups = unchanged_whole_answer(tokenizer, {inside[0]: (0.5, star)}, spaced)
     squared = SOURCE.replace("radius * radius", "radius ** 2")
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
     editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups),
@@ -785,19 +784,17 @@ def test_an_answer_that_reads_a_name_the_file_defines_nowhere_is_rejected_and_de
     rejects it as it does a syntax error, naming the line, and the runner-up's branch is taken."""
     model, tokenizer = taught
     unimported = SOURCE.replace("math.pi * radius * radius", "pi * radius * radius")
-    text = "```\n" + unimported + "```"
-    tokens = tokenizer.encode(text, add_special_tokens=False)
+    _, tokens, _ = unchanged_whole_answer(tokenizer, {}, unimported)
     inside = [i for i in range(1, len(tokens)) if "pi *" in tokenizer.decode(tokens[:i]).rsplit("\n", 1)[-1]]
     star = tokenizer.encode("x", add_special_tokens=False)[0]
-    runner_ups = [(9.0, None)] * len(tokens)
-    runner_ups[inside[0]] = (0.5, star)
+    text, _, runner_ups = unchanged_whole_answer(tokenizer, {inside[0]: (0.5, star)}, unimported)
     squared = SOURCE.replace("radius * radius", "radius ** 2")
     editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
     editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, runner_ups),
                                                (*tokens[:inside[0]], star): ("```\n" + squared + "```", [], [])})
     result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
     assert result.ok and result.new_text == squared and result.stats["first_answer"] == "broke the code"
-    editor.backend = ScriptedModel(tokenizer, {(): (text, tokens, [(9.0, None)] * len(tokens))})
+    editor.backend = ScriptedModel(tokenizer, {(): unchanged_whole_answer(tokenizer, {}, unimported)})
     result = editor.edit(SOURCE, "Square radius with **.", format="whole", path="shapes.py")
     line = unimported.split("\n").index("    return pi * radius * radius") + 1
     assert not result.ok and result.diagnostics[0]["error"] == "ValidationError"
