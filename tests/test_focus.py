@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from editor import formats, prompting
+from editor.errors import ValidationError
 from editor.focus import EXCERPT_MAX_LINES, MAX_GROUPS, View, focus, names_a_unit, outline, rank
 from editor.formats import block
 from editor.propose import FOCUS_MIN_LINES, Editor, to_locate
@@ -344,8 +345,11 @@ def test_a_whole_rewrite_of_a_long_file_keeps_the_units_it_left_off():
     assert "def helper_alpha" not in new_text and "def helper_bravo" in new_text and "math.pi" in new_text
     short = "import math\n\n\n" + filler("helper_alpha") + "\n\n" + AREA
     assert short.count("\n") <= FOCUS_MIN_LINES
-    _, new_text = Editor._apply("whole", "shapes.py", short, answer, "python", None, "Use math.pi in area.")
-    assert new_text == "def area(radius):\n    return math.pi * radius * radius\n"
+    bare = answer.replace("math.pi", "3.14159")  # the rewrite drops `import math`: math.pi would read a name defined nowhere
+    _, new_text = Editor._apply("whole", "shapes.py", short, bare, "python", None, "Use 3.14159 in area.")
+    assert new_text == "def area(radius):\n    return 3.14159 * radius * radius\n"
+    with pytest.raises(ValidationError, match="'math'"):
+        Editor._apply("whole", "shapes.py", short, answer, "python", None, "Use math.pi in area.")
 
 
 def test_the_outline_offers_each_named_unit_by_its_first_line_of_code():
