@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,7 @@ SPACING = re.compile(r"\s+")
 BUDGET_LOOP_COPIES = 2
 BUDGET_LOOP_MIN_PERIOD = 8
 DIGIT = re.compile(r"[0-9]")
+RECAST_FORMATS = ("apply_patch", "udiff", "ot", "block")  # the formats `EditResult.recast` writes a change in
 LINE_FORMATS = ("apply_patch", "udiff")  # edits whose hunk lines are marked: context, removed or added
 EVERY_USE = re.compile(r"\b(every|all|each|any)\b.*\b(call|calls|use|uses|usage|usages|occurrences?|instances?)\b"
                        r"|\breplace all\b", re.I)
@@ -92,6 +93,7 @@ class EditResult:
     # The model's last output as the applier took it (about the excerpt the model saw, for an excerpt or a
     # focused block edit; before OT's quotes became counts): `Editor._apply` on it gives `new_text` again.
     answer: str = ""
+    handed_out_as: str | None = None  # `recast`: the format `edit_text` was rendered in, whatever the model wrote
 
     @property
     def ok(self) -> bool:
@@ -106,7 +108,18 @@ class EditResult:
     @property
     def edit_format(self) -> str:
         """The format of `edit_text`, what `edit apply` takes: an excerpt answer is handed out as a block edit."""
-        return edit_format(self.format)
+        return self.handed_out_as or edit_format(self.format)
+
+    def recast(self, fmt: str) -> EditResult:
+        """This change handed out as an edit in `fmt` (apply_patch, udiff, ot or block), whatever format the model
+        wrote: OT from a block edit, say, as correct as the block edit and not as the model's own OT. EditError
+        where `fmt` cannot say the change (a block edit of a change outside every unit)."""
+        if fmt not in RECAST_FORMATS:
+            raise ParseError(f"cannot hand an edit out as {fmt!r}; choose one of {', '.join(RECAST_FORMATS)}")
+        if not self.ok or fmt == self.edit_format:
+            return self
+        edit = file_edit(fmt, self.old_text, self.new_text, self.path)
+        return replace(self, edit=edit, edit_text=formats.get(fmt).render(edit), handed_out_as=fmt)
 
     def to_json(self) -> dict:
         """`format`: that of `edit` (apply it with that format); `model_format`: what the model wrote."""

@@ -2,7 +2,8 @@
 
 Tools (their docstrings below are what the agent reads):
 
-    propose_edit(path, instruction, format="auto")   the local model's edit for one file; writes nothing
+    propose_edit(path, instruction, format="auto", as_format=None)
+                                                     the local model's edit for one file; writes nothing
     apply_edit(edit, format="auto", root=None, dry_run=False, files=None)
         an edit in one of our formats, as `edit apply --json` does it; or, with format "openai",
         one operation of OpenAI's apply_patch tool, answered as an `apply_patch_call_output`
@@ -62,7 +63,8 @@ class EditServer:
         self._model_lock = threading.Lock()  # tools run on worker threads; one model, one user
         self._write_lock = threading.Lock()  # two edits of one file must not interleave
 
-    def propose_edit(self, path: str, instruction: str, format: str = "auto") -> dict[str, Any]:
+    def propose_edit(self, path: str, instruction: str, format: str = "auto",
+                     as_format: str | None = None) -> dict[str, Any]:
         """Ask the local model for an edit of one file; nothing is written.
 
         `format`: auto (a rule for "every use of ..." requests, else whole for a file of at most 60
@@ -70,6 +72,8 @@ class EditServer:
         {ok, path, format, model_format, edit, diff, errors, stats}: `edit` is the edit text (an excerpt
         answer's is a block edit, `format` block); pass it with `format` to apply_edit to write it (`diff`, a unified
         diff, applies too, as format udiff). ok false: every try was rejected, `errors` say why.
+        `as_format` (apply_patch, udiff, ot or block): `edit` is the same change written in that format,
+        whatever format the model wrote (OT from `auto` is as correct as `auto`; the model's own OT is not).
         The first call loads the model (seconds to a minute); later calls reuse it.
         """
         from decoding.model_registry import ModelError
@@ -83,6 +87,8 @@ class EditServer:
             with self._model_lock:
                 result = self._load_editor().edit(workspace.resolve(relative), instruction,
                                                   format=format, path=normalize(relative))
+            if as_format is not None:
+                result = result.recast(as_format)
         except (ModelError, ServerError) as exc:
             raise ToolError(f"no model to propose edits with: {exc}") from None
         except EditError as exc:

@@ -493,6 +493,37 @@ def test_a_local_model_continues_an_answer_from_a_prefix(taught):
         assert grammar_admits(format_grammar("apply_patch", "shapes.py", SOURCE, "python"), other)
 
 
+@pytest.mark.parametrize("fmt", ["ot", "udiff", "block", "apply_patch"])
+def test_an_edit_is_handed_out_in_any_format_whatever_the_model_wrote(taught, fmt):
+    """`recast`: the change the model made in apply_patch, written in `fmt`; applied as `edit apply` would, it
+    gives the same new file (OT with counts, as canonical OT is)."""
+    model, tokenizer = taught
+    result = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200).edit(
+        SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    assert result.ok, result.diagnostics
+    recast = result.recast(fmt)
+    assert (recast.edit_format, recast.to_json()["format"], recast.to_json()["model_format"]) == (
+        fmt, fmt, "apply_patch")
+    new_text = Editor._apply(fmt, "shapes.py", SOURCE, recast.edit_text, "python")[1]
+    assert new_text == EXPECTED
+    assert (recast.diff, recast.new_text, recast.stats) == (result.diff, result.new_text, result.stats)
+    if fmt == "ot":
+        assert re.fullmatch(r"\[retain\(\d+\), .*\]", recast.edit_text) and "seek(" not in recast.edit_text
+
+
+def test_an_edit_cannot_be_handed_out_as_a_rule_and_a_rejected_one_stays_as_it_is(taught):
+    from editor.errors import ParseError
+
+    model, tokenizer = taught
+    editor = Editor(model_obj=model, tokenizer=tokenizer, max_new_tokens=200)
+    result = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py")
+    with pytest.raises(ParseError, match="cannot hand an edit out as 'rule'"):
+        result.recast("rule")
+    rejected = editor.edit(SOURCE, INSTRUCTION, format="apply_patch", path="shapes.py",
+                           check=lambda new_text: "injected failure")
+    assert not rejected.ok and rejected.recast("ot") is rejected
+
+
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"
@@ -517,6 +548,12 @@ def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
     assert target.read_text() == SOURCE  # no --yes, no terminal to answer: nothing written
     as_json = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--json"])
     assert json.loads(as_json.stdout)["ok"] is True
+    assert target.read_text() == SOURCE
+    as_ot = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--as", "ot"])
+    assert as_ot.exit_code == 0, as_ot.output
+    assert as_ot.stdout.startswith("[retain(") and "+def circle_area" not in as_ot.stdout  # the OT, not the diff
+    as_rule = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--as", "rule"])
+    assert as_rule.exit_code == 2 and "--as rule: choose one of apply_patch, udiff, ot, block" in as_rule.output
     assert target.read_text() == SOURCE
     written = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--yes"])
     assert written.exit_code == 0, written.output

@@ -327,14 +327,18 @@ def test_propose_edit_runs_the_model_and_writes_nothing(root, tmp_path):
     folder = save_instant_model(tmp_path / "tiny-model", APP_PY)
 
     async def steps(session):
-        return await call(session, "propose_edit", path="src/app.py", instruction="Empty it.",
-                          format="whole")
+        return (await call(session, "propose_edit", path="src/app.py", instruction="Empty it.", format="whole"),
+                await call(session, "propose_edit", path="src/app.py", instruction="Empty it.", format="whole",
+                           as_format="ot"))
 
     before = snapshot(root)
-    answer = session_run(root, steps, args=["--model", str(folder)])
+    answer, as_ot = session_run(root, steps, args=["--model", str(folder)])
     assert set(answer) == {"ok", "path", "format", "model_format", "edit", "diff", "errors", "stats"}
     assert (answer["ok"], answer["path"], answer["format"], answer["model_format"], answer["edit"]) == (
         True, "src/app.py", "whole", "whole", "")
     assert "-def greet(name):" in answer["diff"] and answer["errors"] == []
     assert answer["stats"]["attempts"] == 1
+    # the same change as OT: the empty answer keeps the file's last newline
+    assert (as_ot["format"], as_ot["model_format"], as_ot["edit"]) == (
+        "ot", "whole", r"""[delete("def greet(name):"), retain(1), delete("    return 'hello ' + name\n")]""")
     assert snapshot(root) == before

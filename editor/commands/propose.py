@@ -12,7 +12,7 @@ from rich.console import Console
 from .. import daemon
 from ..errors import EditError
 from ..files import read_document
-from ..propose import DEFAULT_RETRIES
+from ..propose import DEFAULT_RETRIES, RECAST_FORMATS
 from . import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, app
 from .apply import print_diff
 
@@ -22,6 +22,9 @@ SERVER_MODEL_HELP = "The served model's name (default: the server's only model).
 ADAPTER_HELP = ("A LoRA adapter folder (`edit model train-edit`'s output) to merge into the model's weights at load, "
                 "instead of the one shipped for it.")
 NO_ADAPTER_HELP = "Load the model without any LoRA adapter, not even the shipped one (the untuned model, to compare)."
+AS_HELP = (f"Hand the edit out in this format ({', '.join(RECAST_FORMATS)}), whatever format the model wrote: "
+           "printed instead of the diff (with --json: its `edit`). `--format auto --as ot` gives OT as correct as "
+           "`auto`'s edits, which the model's own OT is not (docs/FORMATS.md).")
 GRAMMAR_HELP = ("Constrain the output with the format's grammar (--no-grammar: for a server that takes none; the "
                 "applier still checks every edit).")
 
@@ -35,6 +38,7 @@ def propose(
                                     "the instruction is about) or whole (rewrite the file)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="default, 1.5b, a local HF folder, a hub id or a .gguf path."),
+    as_format: str = typer.Option(None, "--as", help=AS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; never write."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Write without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print the edit, diff, stats and errors as JSON."),
@@ -61,6 +65,9 @@ def propose(
     err = Console(stderr=True)
     if not file.is_file():
         err.print(f"[red]error:[/] {file}: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    if as_format is not None and as_format not in RECAST_FORMATS:
+        err.print(f"[red]error:[/] --as {as_format}: choose one of {', '.join(RECAST_FORMATS)}", highlight=False)
         raise typer.Exit(EXIT_USAGE)
     chosen_adapter = adapter_choice(adapter, no_adapter)
     options = {"model": Path(model) if model and Path(model).exists() else model, "quantize": quantize,
@@ -91,6 +98,9 @@ def propose(
                                         "quantize": resolve_quantize(quantize, single_edit=True)},
                                      server=server, server_model=server_model)
             result = editor.edit(file, instruction, format=format, language=language, on_progress=on_progress)
+        result.path = str(file)
+        if as_format is not None:
+            result = result.recast(as_format)
     except (EditError, ModelError, ServerError) as exc:
         if as_json:
             print(json.dumps({"ok": False, "errors": [{"file": str(file), "line": None, "message": str(exc)}]}))
@@ -99,7 +109,6 @@ def propose(
         raise typer.Exit(EXIT_REJECTED if isinstance(exc, EditError) else EXIT_USAGE)
     if not as_json:
         err.print()  # end the progress line
-    result.path = str(file)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     elif not result.ok:
@@ -107,7 +116,10 @@ def propose(
             err.print(f"[red]rejected[/] (try {problem['attempt']}): {problem['message']}")
         err.print(f"[red]no acceptable edit after {result.stats['attempts']} tries; nothing written[/]")
     else:
-        print_diff(result.diff)
+        if as_format is not None:
+            print(result.edit_text, end="" if result.edit_text.endswith("\n") else "\n")
+        else:
+            print_diff(result.diff)
         s = result.stats
         err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
                   f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
