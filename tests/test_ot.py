@@ -494,6 +494,14 @@ def test_diff_is_small():
     assert ot.diff("", "xy", delete_text=False) == Edit((Insert("xy"),))
 
 
+def test_diff_deletes_and_inserts_whole_words():
+    """A changed word goes whole: what a person reads, and what a model taught on these answers quotes."""
+    assert ot.render(ot.diff("This is really nice.\n", "This is very very nice.\n")) == (
+        '[retain(8), delete("really"), insert("very very")]')
+    assert ot.render(ot.diff("x = total(a)\n", "x = total(a, b)\n")) == '[retain(11), insert(", b")]'
+    assert ot.render(ot.diff("naïve café\n", "naïve cafés\n")) == '[retain(6), delete("café"), insert("cafés")]'
+
+
 # --- prefix_ok -------------------------------------------------------------------------------
 
 def spaced(edit: Edit) -> str:

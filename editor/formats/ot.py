@@ -760,8 +760,10 @@ def invert(edit: Edit, doc: str | None = None) -> Edit:
 
 
 def diff(old: str, new: str, *, delete_text: bool = True) -> Edit:
-    """An edit that turns old into new: lines are matched first, then the code points of each
-    changed block. Deletes carry their text unless delete_text is False."""
+    """An edit that turns old into new: lines are matched first, then the words of each changed block
+    (`_WORD`), so that a changed word is deleted and inserted whole: `[retain(8), delete("really"),
+    insert("very very")]`, where code points alone give `insert("ve"), retain(1), ...`, right but
+    unreadable, and a poor answer to teach a model. Deletes carry their text unless delete_text is False."""
     ops: list[Op] = []
     old_lines, new_lines = old.splitlines(True), new.splitlines(True)
     old_at = _offsets(old_lines)
@@ -784,6 +786,7 @@ def _offsets(lines: list[str]) -> list[int]:
 
 
 _CHAR_DIFF_LIMIT = 4000  # code points; above this a changed block is replaced whole (difflib is quadratic)
+_WORD = re.compile(r"\w+|.", re.S)  # a word, or any other code point alone (a space, a bracket, a newline)
 
 
 def _diff_block(ops: list[Op], a: str, b: str, delete_text: bool) -> None:
@@ -794,9 +797,11 @@ def _diff_block(ops: list[Op], a: str, b: str, delete_text: bool) -> None:
         _append(ops, remove(a))
         _append(ops, Insert(b))
         return
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    a_words, b_words = _WORD.findall(a), _WORD.findall(b)
+    a_at, b_at = _offsets(a_words), _offsets(b_words)
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a_words, b_words, autojunk=False).get_opcodes():
         if tag == "equal":
-            _append(ops, Retain(i2 - i1))
+            _append(ops, Retain(a_at[i2] - a_at[i1]))
         else:
-            _append(ops, remove(a[i1:i2]))
-            _append(ops, Insert(b[j1:j2]))
+            _append(ops, remove(a[a_at[i1]:a_at[i2]]))
+            _append(ops, Insert(b[b_at[j1]:b_at[j2]]))
