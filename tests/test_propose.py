@@ -524,6 +524,18 @@ def test_an_edit_cannot_be_handed_out_as_a_rule_and_a_rejected_one_stays_as_it_i
     assert not rejected.ok and rejected.recast("ot") is rejected
 
 
+def test_a_change_a_format_cannot_say_is_an_error_naming_the_file_once():
+    from editor.errors import EditError
+    from editor.propose import EditResult
+
+    result = EditResult("notes.txt", "whole", "hello\n", None, "", "hello\n", "")
+    with pytest.raises(EditError) as raised:
+        result.recast("block")
+    assert str(raised.value) == ("notes.txt: no block edit turns the old text into the new one "
+                                 "(a change outside every unit)")
+    assert result.recast("ot").edit_text == '[insert("hello\\n")]'
+
+
 def test_choose_format():
     long_file = "x = 1\n" * 200
     assert choose_format("Replace all calls of print with logger.info", "python", long_file) == "rule"

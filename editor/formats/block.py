@@ -515,7 +515,7 @@ def edit_between(before: str, after: str, path: str, *, any_blank_runs: bool = F
         edit = Edit(tuple(op for group in merged for op in _ops(group, found, parents, changes, new)))
         if edit.ops and _applies_to(before, edit, path, after, any_blank_runs):
             return edit
-    raise ValueError(f"{path}: no block edit turns the old text into the new one (a change outside every unit)")
+    raise ValueError("no block edit turns the old text into the new one (a change outside every unit)")
 
 
 def _applies_to(before: str, edit: Edit, path: str, after: str, any_blank_runs: bool) -> bool:
