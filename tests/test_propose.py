@@ -564,6 +564,7 @@ def test_cli_never_writes_without_yes(taught, tmp_path, monkeypatch):
     as_ot = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--format", "apply_patch", "--as", "ot"])
     assert as_ot.exit_code == 0, as_ot.output
     assert as_ot.stdout.startswith("[retain(") and "+def circle_area" not in as_ot.stdout  # the OT, not the diff
+    assert "apply_patch (handed out as ot): " in as_ot.output
     as_rule = runner.invoke(cli.app, ["propose", str(target), INSTRUCTION, "--as", "rule"])
     assert as_rule.exit_code == 2 and "--as rule: choose one of apply_patch, udiff, ot, block" in as_rule.output
     assert target.read_text() == SOURCE

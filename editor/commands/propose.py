@@ -121,7 +121,8 @@ def propose(
         else:
             print_diff(result.diff)
         s = result.stats
-        err.print(f"{result.format}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
+        written_as = f" (handed out as {result.handed_out_as})" if result.handed_out_as else ""
+        err.print(f"{result.format}{written_as}: {s['output_tokens']} tokens in {s['seconds']:.1f} s "
                   f"({s['tokens_per_s']:.1f} tokens/s{_per_call(s['verifications'], s['mean_accepted'])}), "
                   f"{s['attempts']} tr{'y' if s['attempts'] == 1 else 'ies'}"
                   f"{_branched(s.get('branches', 0), s.get('first_answer', ''), s.get('cut_to_complete_hunks'))}"
