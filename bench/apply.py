@@ -61,7 +61,7 @@ def large_edits(text: str) -> dict[str, str]:
         "@@\n" + "".join(line + "\n" for line in hunk.splitlines()[1:])
         for hunk in body.split("@@ -")[1:]) + "*** End Patch\n"
     ot = formats.get("ot")
-    ops, cursor = [], 0  # built directly: ot.diff's character matching is slow on 1,000 changes
+    ops, cursor = [], 0  # built directly: ot.diff's word matching is slow on 1,000 changes
     for line in text.splitlines(keepends=True):
         if "a + b" in line:
             ops += [ot.Retain(cursor + line.index("a + b")), ot.Delete("a + b"), ot.Insert("b - a")]
